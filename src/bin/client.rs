@@ -1,0 +1,138 @@
+//! `client`: command-line front end of the verifying UDP echo client.
+//!
+//! `client HOST PORT [MESSAGE]` sends probes to an RFC 862 echo server and
+//! checks every echo byte for byte; see [`udp_packet_pool::client`] for the
+//! design. Usage errors exit 2 (clap), run-time failures (cannot resolve,
+//! bind or send) exit 1, and so does any probe that timed out, met no server
+//! or came back corrupted. With `--json` the per-probe lines go to stderr and
+//! stdout holds only the summary as one JSON object.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::builder::RangedU64ValueParser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
+use udp_packet_pool::client::{self, ClientConfig, Payload, DEFAULT_MESSAGE, MAX_UDP_PAYLOAD_V4};
+
+/// Verifying UDP echo client: send probes, time each round trip, check each
+/// echo byte for byte.
+#[derive(Parser, Debug)]
+#[command(name = "client", version)]
+struct Cli {
+    /// Server host: DNS name, IPv4 literal or IPv6 literal
+    host: String,
+
+    /// Server UDP port (1-65535)
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+
+    /// Message to send, unchanged, in every probe [default: hello]
+    #[arg(conflicts_with = "size")]
+    message: Option<String>,
+
+    /// How long to wait for each echo, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+
+    /// Number of probes to send
+    #[arg(short, long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+
+    /// Time between sends, in milliseconds (used when --count > 1)
+    #[arg(short, long, value_name = "MS", default_value_t = 1000)]
+    interval: u64,
+
+    /// Send a generated payload of exactly BYTES bytes instead of MESSAGE,
+    /// unique per probe (sequence number + alphanumeric pattern) so stale and
+    /// duplicate echoes are recognised
+    #[arg(short, long, value_name = "BYTES",
+          value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_UDP_PAYLOAD_V4 as u64))]
+    size: Option<usize>,
+
+    /// Print the summary as one JSON object on stdout (probe lines go to stderr)
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+
+    let payload = match cli.size {
+        Some(n) => Payload::Pattern(n),
+        None => Payload::Message(
+            cli.message
+                .unwrap_or_else(|| DEFAULT_MESSAGE.to_string())
+                .into_bytes(),
+        ),
+    };
+    if payload.len() > MAX_UDP_PAYLOAD_V4 {
+        Cli::command()
+            .error(
+                ErrorKind::ValueValidation,
+                format!(
+                    "MESSAGE is {} bytes; the maximum UDP payload is {MAX_UDP_PAYLOAD_V4} bytes",
+                    payload.len()
+                ),
+            )
+            .exit();
+    }
+
+    let target = match client::resolve(&cli.host, cli.port) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("client: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config = ClientConfig {
+        target,
+        payload,
+        count: cli.count,
+        interval: Duration::from_millis(cli.interval),
+        timeout: Duration::from_millis(cli.timeout),
+    };
+
+    let result = if cli.json {
+        client::run(&config, &mut io::stderr().lock())
+    } else {
+        client::run(&config, &mut io::stdout().lock())
+    };
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("client: {e}");
+            return ExitCode::from(1);
+        }
+    };
+
+    let mut stdout = io::stdout().lock();
+    let printed = if cli.json {
+        serde_json::to_string(&summary)
+            .map_err(io::Error::from)
+            .and_then(|json| writeln!(stdout, "{json}"))
+    } else {
+        write!(stdout, "{summary}")
+    };
+    if let Err(e) = printed.and_then(|()| stdout.flush()) {
+        eprintln!("client: cannot write summary: {e}");
+        return ExitCode::from(1);
+    }
+
+    if summary.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "client: {} of {} probes failed ({} lost, {} mismatched)",
+            summary.failed(),
+            summary.sent,
+            summary.lost,
+            summary.mismatched
+        );
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,198 @@
+//! `server`: the multi-threaded UDP echo server (thin wrapper over the library).
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Parser;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use udp_packet_pool::server::{self, ServerConfig};
+use udp_packet_pool::socket::BufferSizes;
+use udp_packet_pool::worker::IoMode;
+
+/// Multi-threaded UDP echo server with per-worker freelist packet pools.
+///
+/// Every datagram is echoed byte for byte (RFC 862) or counted under a named
+/// drop reason. Latency is receive-to-echo-sent, measured from the kernel's
+/// receive timestamp (SO_TIMESTAMPNS, so time queued in the socket counts)
+/// when the kernel provides it, else from when the receive call returned;
+/// the report says which ("kernel" or "user" clock).
+///
+/// Statistics lines go to stderr every --stats-interval seconds; the final
+/// report goes to stdout on Ctrl+C / SIGTERM (a second Ctrl+C exits at
+/// once). SIGHUP prints the since-start summary to stderr and keeps running.
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    after_help = "Examples:\n  server 8888\n  server --threads 4 --reuseport\n  server --port 0 --json > report.json"
+)]
+struct Args {
+    /// UDP port to listen on (same as --port; 0 lets the OS choose).
+    #[arg(value_name = "PORT", conflicts_with = "port")]
+    port_pos: Option<u16>,
+    /// UDP port to listen on [default: 8888].
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Address to bind: 0.0.0.0 for all IPv4, :: for IPv4 and IPv6 (dual stack).
+    #[arg(short, long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Worker threads [default: number of cores].
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+    /// Give each worker its own SO_REUSEPORT socket (kernel spreads flows by 4-tuple hash); without it all workers share one socket.
+    #[arg(long)]
+    reuseport: bool,
+    /// Pre-allocated packet buffers per worker.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pool_size: u32,
+    /// Bytes per buffer: larger datagrams are dropped (counted as truncated), never echoed cut.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    packet_size: u32,
+    /// Datagrams per receive/send system call (recvmmsg/sendmmsg).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    batch: u16,
+    /// Pin worker i to core i (wrapping when there are more workers than cores).
+    #[arg(long)]
+    pin: bool,
+    /// Seconds between statistics lines on stderr; 0 turns them off.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    stats_interval: f64,
+    /// Print the final report as JSON on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Log each packet (sender, length, hex/ASCII preview), at most --log-rate lines/s per worker.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Packet log lines per second per worker with -v.
+    #[arg(long, default_value_t = 20)]
+    log_rate: u32,
+    /// How workers wait: blocking (batched, default), epoll, or spin (busy poll, one core per worker).
+    #[arg(long, value_enum, default_value_t = IoMode::Blocking)]
+    io: IoMode,
+    /// SO_RCVBUF request in bytes (the kernel doubles it, capped by net.core.rmem_max).
+    #[arg(long, value_name = "BYTES")]
+    rcvbuf: Option<usize>,
+    /// SO_SNDBUF request in bytes (the kernel doubles it, capped by net.core.wmem_max).
+    #[arg(long, value_name = "BYTES")]
+    sndbuf: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if !(args.stats_interval >= 0.0 && args.stats_interval.is_finite()) {
+        clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "invalid --stats-interval {}: give seconds >= 0 (0 turns the line off)\n",
+                args.stats_interval
+            ),
+        )
+        .exit();
+    }
+    let level = if args.verbose { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    let port = args.port_pos.or(args.port).unwrap_or(8888);
+    let cfg = ServerConfig {
+        bind: SocketAddr::new(args.bind, port),
+        threads: args.threads.map(usize::from).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        reuseport: args.reuseport,
+        pool_size: args.pool_size as usize,
+        packet_size: args.packet_size as usize,
+        batch: args.batch as usize,
+        pin: args.pin,
+        stats_interval: (args.stats_interval > 0.0)
+            .then(|| Duration::from_secs_f64(args.stats_interval)),
+        verbose: args.verbose,
+        log_rate: args.log_rate,
+        io: args.io,
+        buffers: BufferSizes {
+            recv: args.rcvbuf,
+            send: args.sndbuf,
+        },
+    };
+    let handle = match server::start(&cfg) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!(
+        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?})",
+        handle.local_addr(),
+        cfg.threads,
+        if cfg.reuseport {
+            "SO_REUSEPORT"
+        } else {
+            "one shared"
+        },
+        if cfg.reuseport { "s" } else { "" },
+        cfg.pool_size,
+        cfg.packet_size,
+        cfg.batch,
+        cfg.io
+    );
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("server: cannot install signal handlers: {e}");
+            handle.stop();
+            let _ = handle.join();
+            return ExitCode::from(1);
+        }
+    };
+    let stop = handle.stop_flag();
+    let dump = handle.dump_flag();
+    let sig_handle = signals.handle();
+    let sig_thread = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => dump.store(true, Ordering::Relaxed),
+                _ => {
+                    if stop.swap(true, Ordering::Relaxed) {
+                        eprintln!("server: second signal, exiting now");
+                        std::process::exit(130);
+                    }
+                    eprintln!("server: shutting down (signal again to exit at once)");
+                }
+            }
+        }
+    });
+    let result = handle.join();
+    sig_handle.close();
+    let _ = sig_thread.join();
+    match result {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            let written = if args.json {
+                serde_json::to_writer_pretty(&mut out, &report)
+                    .map_err(std::io::Error::other)
+                    .and_then(|_| writeln!(out))
+            } else {
+                write!(out, "{report}")
+            };
+            if let Err(e) = written.and_then(|_| out.flush()) {
+                eprintln!("server: cannot write the report: {e}");
+                return ExitCode::from(1);
+            }
+            if !report.buffers_returned {
+                eprintln!("server: some pool buffers were not returned");
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

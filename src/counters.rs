@@ -1,0 +1,222 @@
+//! Per-worker counters and the way they reach the metrics thread.
+//!
+//! A worker counts into its own [`Counters`] (plain integers) and publishes a
+//! copy into its [`SharedCounters`] once per batch with `try_lock`: if the
+//! metrics thread happens to hold the lock, the worker skips that publish
+//! and never waits. Every received datagram lands in exactly one of
+//! `tx_packets`, `drops[reason]` or `send_errors[kind]`, so
+//! [`Counters::unaccounted`] is zero whenever a batch is finished.
+
+use parking_lot::Mutex;
+
+use crate::pool::PoolStats;
+use crate::process::DropReason;
+use crate::sys::SendError;
+
+/// Send error kinds, in report order.
+pub const SEND_ERROR_NAMES: [&str; 5] =
+    ["would_block", "no_bufs", "unreachable", "denied", "other"];
+
+fn send_error_index(e: SendError) -> usize {
+    match e {
+        SendError::WouldBlock => 0,
+        SendError::NoBufs => 1,
+        SendError::Unreachable => 2,
+        SendError::Denied => 3,
+        SendError::Other => 4,
+    }
+}
+
+/// Receive errors by errno, in a small fixed table (no allocation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrnoTable {
+    entries: [(i32, u64); 8],
+    /// Errors whose errno did not fit in the table.
+    pub overflow: u64,
+}
+
+impl ErrnoTable {
+    /// Counts one error with this errno.
+    pub fn count(&mut self, errno: i32) {
+        self.add(errno, 1)
+    }
+
+    /// Counts `n` errors with this errno.
+    pub fn add(&mut self, errno: i32, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(e) = self.entries.iter_mut().find(|e| e.1 > 0 && e.0 == errno) {
+            e.1 += n;
+        } else if let Some(e) = self.entries.iter_mut().find(|e| e.1 == 0) {
+            *e = (errno, n);
+        } else {
+            self.overflow += n;
+        }
+    }
+
+    /// Non-zero (errno, count) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        self.entries.iter().copied().filter(|e| e.1 > 0)
+    }
+
+    /// All errors counted.
+    pub fn total(&self) -> u64 {
+        self.iter().map(|e| e.1).sum::<u64>() + self.overflow
+    }
+
+    /// Adds another table into this one.
+    pub fn merge(&mut self, other: &ErrnoTable) {
+        for (errno, n) in other.iter() {
+            self.add(errno, n);
+        }
+        self.overflow += other.overflow;
+    }
+}
+
+/// One worker's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams handed to us by the kernel (including truncated ones).
+    pub rx_packets: u64,
+    /// Their bytes (full datagram length, even when truncated).
+    pub rx_bytes: u64,
+    /// Datagrams echoed.
+    pub tx_packets: u64,
+    /// Bytes echoed.
+    pub tx_bytes: u64,
+    /// Datagrams not echoed, by [`DropReason::index`].
+    pub drops: [u64; DropReason::ALL.len()],
+    /// Echoes the kernel refused, by [`SEND_ERROR_NAMES`] index.
+    pub send_errors: [u64; 5],
+    /// Failed receive calls (not datagrams), by errno. `EINTR` is retried
+    /// and a receive timeout is idleness; neither is counted.
+    pub recv_errors: ErrnoTable,
+    /// Latency samples lost because the metrics channel was full.
+    pub samples_dropped: u64,
+    /// The socket's kernel drop counter (`SO_RXQ_OVFL`), when reported.
+    pub kernel_drops: Option<u32>,
+    /// The worker's pool.
+    pub pool: PoolStats,
+}
+
+impl Counters {
+    /// Counts a dropped datagram.
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason.index()] += 1;
+    }
+
+    /// Counts a failed echo.
+    #[inline]
+    pub fn send_error(&mut self, e: SendError) {
+        self.send_errors[send_error_index(e)] += 1;
+    }
+
+    /// All drops.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// All failed echoes.
+    pub fn send_failed(&self) -> u64 {
+        self.send_errors.iter().sum()
+    }
+
+    /// received - (echoed + dropped + send errors): zero when the books balance.
+    pub fn unaccounted(&self) -> i64 {
+        self.rx_packets as i64 - (self.tx_packets + self.dropped() + self.send_failed()) as i64
+    }
+
+    /// Adds another worker's counters (pool figures are summed too).
+    pub fn merge(&mut self, o: &Counters) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        for (a, b) in self.send_errors.iter_mut().zip(o.send_errors) {
+            *a += b;
+        }
+        self.recv_errors.merge(&o.recv_errors);
+        self.samples_dropped += o.samples_dropped;
+        self.pool.capacity += o.pool.capacity;
+        self.pool.in_use += o.pool.in_use;
+        self.pool.high_water += o.pool.high_water;
+        self.pool.exhaustion_events += o.pool.exhaustion_events;
+        self.pool.total_allocations += o.pool.total_allocations;
+    }
+}
+
+/// Where a worker publishes its counters for the metrics thread.
+#[derive(Debug, Default)]
+pub struct SharedCounters {
+    inner: Mutex<Counters>,
+}
+
+impl SharedCounters {
+    /// Publishes unless the reader holds the lock right now (never waits).
+    #[inline]
+    pub fn try_publish(&self, c: &Counters) -> bool {
+        match self.inner.try_lock() {
+            Some(mut g) => {
+                *g = *c;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Publishes, waiting for the lock (used once, at worker exit).
+    pub fn publish(&self, c: &Counters) {
+        *self.inner.lock() = *c;
+    }
+
+    /// The last published copy.
+    pub fn snapshot(&self) -> Counters {
+        *self.inner.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_table_counts_and_overflows() {
+        let mut t = ErrnoTable::default();
+        for errno in 1..=10 {
+            t.count(errno);
+        }
+        t.count(3);
+        assert_eq!(t.iter().find(|e| e.0 == 3), Some((3, 2)));
+        assert_eq!(t.overflow, 2);
+        assert_eq!(t.total(), 11);
+        let mut u = ErrnoTable::default();
+        u.count(3);
+        u.merge(&t);
+        assert_eq!(u.iter().find(|e| e.0 == 3), Some((3, 3)));
+        assert_eq!(u.total(), 12);
+    }
+
+    #[test]
+    fn reconciliation() {
+        let mut c = Counters {
+            rx_packets: 5,
+            tx_packets: 2,
+            ..Default::default()
+        };
+        c.drop(DropReason::Truncated);
+        c.send_error(SendError::NoBufs);
+        assert_eq!(c.unaccounted(), 1);
+        c.drop(DropReason::PoolExhausted);
+        assert_eq!(c.unaccounted(), 0);
+        let mut total = Counters::default();
+        total.merge(&c);
+        total.merge(&c);
+        assert_eq!(total.rx_packets, 10);
+        assert_eq!(total.unaccounted(), 0);
+    }
+}

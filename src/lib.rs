@@ -1,0 +1,26 @@
+//! udp-packet-pool: a multi-threaded UDP echo server built around per-worker
+//! freelist pools of pre-allocated packet buffers, plus the client and load
+//! generator that measure it.
+//!
+//! The path of a datagram is: [`socket`] (bound sockets) -> [`worker`]
+//! (batched receive into [`packet::PacketPool`] buffers via [`sys`]) ->
+//! [`process`] (per-packet verdict: echo or a named drop) -> batched echo ->
+//! buffers back to the pool. Latency samples go to [`metrics`] over a bounded
+//! channel; [`server`] wires it together.
+//!
+//! All `unsafe` lives in [`sys`], the one module that talks to the OS.
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod counters;
+pub mod logging;
+pub mod metrics;
+pub mod packet;
+pub mod pool;
+pub mod process;
+pub mod report;
+pub mod samples;
+pub mod server;
+pub mod socket;
+pub mod sys;
+pub mod worker;

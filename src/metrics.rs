@@ -1,0 +1,165 @@
+//! The metrics thread: owns the HDR histograms, prints a statistics line per
+//! interval on stderr, and builds the final [`Report`].
+//!
+//! It reads sample batches from the workers' channel and, on each tick, the
+//! counters every worker last published. It stops when every worker has
+//! dropped its end of the channel, so its final report includes everything
+//! the workers counted.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
+use hdrhistogram::Histogram;
+
+use crate::counters::{Counters, SharedCounters};
+use crate::process::DropReason;
+use crate::report::{LatencyUs, Report};
+use crate::samples::SampleSource;
+use crate::sys;
+
+/// Largest latency the histograms hold: 60 s in nanoseconds.
+const MAX_NS: u64 = 60_000_000_000;
+
+/// What the metrics thread watches.
+pub struct MetricsConfig {
+    /// Time between statistics lines; `None` prints none.
+    pub interval: Option<Duration>,
+    /// Each worker's published counters.
+    pub workers: Vec<Arc<SharedCounters>>,
+    /// All workers share one socket (so they share one kernel drop counter).
+    pub shared_socket: bool,
+    /// Latency comes from kernel timestamps.
+    pub kernel_clock: bool,
+    /// Set (e.g. on SIGHUP) to print the since-start summary on stderr now.
+    pub dump_now: Arc<AtomicBool>,
+}
+
+/// A new latency histogram in nanoseconds.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_NS, 3).expect("valid histogram bounds")
+}
+
+fn snapshot(cfg: &MetricsConfig) -> (Counters, Vec<Counters>, u64) {
+    let per: Vec<Counters> = cfg.workers.iter().map(|w| w.snapshot()).collect();
+    let mut total = Counters::default();
+    for c in &per {
+        total.merge(c);
+    }
+    let kd = per.iter().filter_map(|c| c.kernel_drops.map(u64::from));
+    let kernel_drops = if cfg.shared_socket {
+        kd.max().unwrap_or(0)
+    } else {
+        kd.sum()
+    };
+    (total, per, kernel_drops)
+}
+
+/// Runs until every worker has hung up, then returns the final report.
+pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
+    let start = Instant::now();
+    let cpu_start = sys::process_cpu_ns();
+    let mut total_hist = histogram();
+    let mut interval_hist = histogram();
+    let tick = cfg.interval.unwrap_or(Duration::from_millis(200));
+    let mut next_tick = start + tick;
+    let mut prev = (Counters::default(), 0u64, start);
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        match source.rx.recv_timeout(wait) {
+            Ok(batch) => {
+                for &ns in &batch.samples {
+                    total_hist.saturating_record(ns.max(1));
+                    interval_hist.saturating_record(ns.max(1));
+                }
+                source.give_back(batch.worker, batch.samples);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                next_tick += tick;
+                if cfg.dump_now.swap(false, Ordering::Relaxed) {
+                    let (t, per, kd) = snapshot(&cfg);
+                    let r = Report::build(
+                        &t,
+                        &per,
+                        kd,
+                        &total_hist,
+                        cfg.kernel_clock,
+                        start.elapsed().as_secs_f64(),
+                        None,
+                    );
+                    eprint!("{r}");
+                }
+                if cfg.interval.is_some() {
+                    let (t, per, kd) = snapshot(&cfg);
+                    let now = Instant::now();
+                    eprintln!(
+                        "{}",
+                        stats_line(&t, &per, kd, &prev, now, start, &interval_hist)
+                    );
+                    prev = (t, kd, now);
+                }
+                interval_hist.reset();
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let (t, per, kd) = snapshot(&cfg);
+    let cpu = sys::process_cpu_ns().saturating_sub(cpu_start);
+    Report::build(
+        &t,
+        &per,
+        kd,
+        &total_hist,
+        cfg.kernel_clock,
+        start.elapsed().as_secs_f64(),
+        Some(cpu),
+    )
+}
+
+/// One periodic statistics line (see the README for how to read it).
+fn stats_line(
+    t: &Counters,
+    per: &[Counters],
+    kernel_drops: u64,
+    prev: &(Counters, u64, Instant),
+    now: Instant,
+    start: Instant,
+    h: &Histogram<u64>,
+) -> String {
+    let dt = now.duration_since(prev.2).as_secs_f64().max(1e-9);
+    let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / dt;
+    let mut drops = String::new();
+    for r in DropReason::ALL {
+        let d = t.drops[r.index()] - prev.0.drops[r.index()];
+        if d > 0 {
+            drops.push_str(&format!(" {}={}", r.name(), d));
+        }
+    }
+    if drops.is_empty() {
+        drops.push_str(" 0");
+    }
+    let pools: Vec<String> = per
+        .iter()
+        .map(|c| format!("{}/{}", c.pool.in_use, c.pool.high_water))
+        .collect();
+    let l = LatencyUs::from_ns(h);
+    format!(
+        "[{:>7.1}s] rx {:.0}/s {:.2} MB/s | tx {:.0}/s {:.2} MB/s | drops{} | send_err {} recv_err {} | kernel_drops {} | pool in-use/hw {} exh {} | lat us p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+        now.duration_since(start).as_secs_f64(),
+        rate(t.rx_packets, prev.0.rx_packets),
+        rate(t.rx_bytes, prev.0.rx_bytes) / 1e6,
+        rate(t.tx_packets, prev.0.tx_packets),
+        rate(t.tx_bytes, prev.0.tx_bytes) / 1e6,
+        drops,
+        t.send_failed() - prev.0.send_failed(),
+        t.recv_errors.total() - prev.0.recv_errors.total(),
+        kernel_drops.saturating_sub(prev.1),
+        pools.join(","),
+        t.pool.exhaustion_events,
+        l.p50,
+        l.p99,
+        l.p999,
+        l.max,
+    )
+}

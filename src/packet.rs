@@ -1,0 +1,210 @@
+//! Packet buffers: the pool a worker receives into.
+//!
+//! A [`PacketPool`] is a [`FreeList`] over `capacity` buffers of
+//! `packet_size` bytes. All payload bytes live in one contiguous slab and all
+//! metadata in one contiguous array, both allocated at start; the hot path
+//! only moves indices. [`PacketMeta`] is the seed's `PacketBuffer` minus the
+//! bytes: length, sender (IPv4 or IPv6), receive timestamp.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use crate::pool::{FreeList, PoolStats, Slot};
+
+/// Default buffer size in bytes (the seed's `PACKET_SIZE`).
+pub const DEFAULT_PACKET_SIZE: usize = 2048;
+
+/// Where a receive timestamp came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// The kernel stamped the datagram on arrival (`SO_TIMESTAMPNS`,
+    /// `CLOCK_REALTIME`): socket queueing time is included.
+    Kernel,
+    /// Read from `CLOCK_REALTIME` when the receive call returned.
+    #[default]
+    User,
+}
+
+/// Everything known about a received datagram besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketMeta {
+    /// Bytes received (the datagram's full length when it was truncated).
+    pub len: usize,
+    /// The datagram was larger than the buffer (`MSG_TRUNC`).
+    pub truncated: bool,
+    /// Who sent it; the echo goes back here.
+    pub peer: SocketAddr,
+    /// Receive time, nanoseconds since the Unix epoch.
+    pub rx_ns: u64,
+    /// Which clock `rx_ns` came from.
+    pub rx_clock: Clock,
+}
+
+impl Default for PacketMeta {
+    fn default() -> Self {
+        PacketMeta {
+            len: 0,
+            truncated: false,
+            peer: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+            rx_ns: 0,
+            rx_clock: Clock::User,
+        }
+    }
+}
+
+/// A mutable view of one allocated buffer.
+#[derive(Debug)]
+pub struct PacketBuffer<'a> {
+    /// The whole buffer (`packet_size` bytes).
+    pub data: &'a mut [u8],
+    /// Its metadata.
+    pub meta: &'a mut PacketMeta,
+}
+
+impl PacketBuffer<'_> {
+    /// The received bytes (empty for a truncated datagram, which must never
+    /// be echoed).
+    pub fn payload(&self) -> &[u8] {
+        if self.meta.truncated {
+            &[]
+        } else {
+            &self.data[..self.meta.len.min(self.data.len())]
+        }
+    }
+
+    /// The received bytes, mutably (for reply modes that rewrite in place).
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        if self.meta.truncated {
+            &mut []
+        } else {
+            let n = self.meta.len.min(self.data.len());
+            &mut self.data[..n]
+        }
+    }
+}
+
+/// A worker's pool of packet buffers.
+#[derive(Debug)]
+pub struct PacketPool {
+    list: FreeList,
+    packet_size: usize,
+    slab: Box<[u8]>,
+    meta: Box<[PacketMeta]>,
+}
+
+impl PacketPool {
+    /// `capacity` buffers of `packet_size` bytes each, allocated now.
+    pub fn new(capacity: usize, packet_size: usize) -> PacketPool {
+        let bytes = capacity
+            .checked_mul(packet_size)
+            .expect("pool size times packet size overflows");
+        PacketPool {
+            list: FreeList::new(capacity),
+            packet_size,
+            slab: vec![0u8; bytes].into_boxed_slice(),
+            meta: vec![PacketMeta::default(); capacity].into_boxed_slice(),
+        }
+    }
+
+    /// Bytes per buffer.
+    pub fn packet_size(&self) -> usize {
+        self.packet_size
+    }
+
+    /// Takes a buffer; `None` when all are in use.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<Slot> {
+        self.list.alloc()
+    }
+
+    /// Returns a buffer.
+    #[inline]
+    pub fn free(&mut self, slot: Slot) {
+        self.list.free(slot)
+    }
+
+    /// Pool statistics.
+    pub fn stats(&self) -> PoolStats {
+        self.list.stats()
+    }
+
+    /// Free buffers left.
+    pub fn available(&self) -> usize {
+        self.list.available()
+    }
+
+    fn range(&self, slot: &Slot) -> std::ops::Range<usize> {
+        assert!(self.list.owns(slot), "slot from another pool");
+        let start = slot.index() * self.packet_size;
+        start..start + self.packet_size
+    }
+
+    /// The buffer and metadata behind `slot`.
+    #[inline]
+    pub fn buffer(&mut self, slot: &Slot) -> PacketBuffer<'_> {
+        let r = self.range(slot);
+        PacketBuffer {
+            data: &mut self.slab[r],
+            meta: &mut self.meta[slot.index()],
+        }
+    }
+
+    /// Metadata behind `slot`.
+    #[inline]
+    pub fn meta(&self, slot: &Slot) -> &PacketMeta {
+        assert!(self.list.owns(slot), "slot from another pool");
+        &self.meta[slot.index()]
+    }
+
+    /// Metadata behind `slot`, mutably.
+    #[inline]
+    pub fn meta_mut(&mut self, slot: &Slot) -> &mut PacketMeta {
+        assert!(self.list.owns(slot), "slot from another pool");
+        &mut self.meta[slot.index()]
+    }
+
+    /// Start of `slot`'s bytes, for the receive and send calls in `sys`,
+    /// which hold `&mut PacketPool` while the kernel uses the pointer.
+    #[inline]
+    pub(crate) fn data_ptr(&mut self, slot: &Slot) -> *mut u8 {
+        let r = self.range(slot);
+        self.slab[r].as_mut_ptr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_disjoint_slices_of_one_slab() {
+        let mut p = PacketPool::new(4, 64);
+        let a = p.alloc().unwrap();
+        let b = p.alloc().unwrap();
+        p.buffer(&a).data.fill(0xaa);
+        p.buffer(&b).data.fill(0xbb);
+        assert!(p.buffer(&a).data.iter().all(|&x| x == 0xaa));
+        assert_eq!(p.buffer(&b).data.len(), 64);
+        let pa = p.data_ptr(&a) as usize;
+        let pb = p.data_ptr(&b) as usize;
+        assert_eq!(pa.abs_diff(pb), 64);
+        p.free(a);
+        p.free(b);
+        assert_eq!(p.stats().in_use, 0);
+    }
+
+    #[test]
+    fn truncated_payload_is_empty() {
+        let mut p = PacketPool::new(1, 8);
+        let s = p.alloc().unwrap();
+        {
+            let buf = p.buffer(&s);
+            buf.meta.len = 100;
+            buf.meta.truncated = true;
+            assert!(buf.payload().is_empty());
+            buf.meta.truncated = false;
+            buf.meta.len = 100; // claims more than the buffer holds
+            assert_eq!(buf.payload().len(), 8);
+        }
+        p.free(s);
+    }
+}

@@ -1,0 +1,155 @@
+//! The per-packet path: what happens to one received datagram between the
+//! batched receive and the batched echo.
+//!
+//! A [`Pipeline`] runs a fixed truncation check, then each [`Stage`] in
+//! order (filters, loggers, reply rewriters), and returns a [`Verdict`]:
+//! echo the buffer as it now stands, or drop it under a named
+//! [`DropReason`]. New filters (rate limits, allowlists) and reply modes are
+//! new stages; the batching code in `worker` never changes for them.
+
+use crate::packet::PacketBuffer;
+
+/// Why a received datagram was not echoed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Larger than `--packet-size` (`MSG_TRUNC`): never echoed truncated.
+    Truncated,
+    /// No free buffer in the worker's pool when it arrived.
+    PoolExhausted,
+    /// Not a sockperf request we answer (no CLIENT flag, WARMUP, or no PONG_REQUEST).
+    SockperfNoReply,
+    /// Too short or malformed for the active protocol.
+    Malformed,
+    /// Refused by a filter stage.
+    Filtered,
+}
+
+impl DropReason {
+    /// Every reason, in report order.
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Truncated,
+        DropReason::PoolExhausted,
+        DropReason::SockperfNoReply,
+        DropReason::Malformed,
+        DropReason::Filtered,
+    ];
+
+    /// Stable snake_case name used in the statistics line and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::PoolExhausted => "pool_exhausted",
+            DropReason::SockperfNoReply => "sockperf_no_reply",
+            DropReason::Malformed => "malformed",
+            DropReason::Filtered => "filtered",
+        }
+    }
+
+    /// Index into per-reason counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What to do with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the buffer's payload back to its sender.
+    Echo,
+    /// Do not answer; count it under this reason.
+    Drop(DropReason),
+}
+
+/// One step of the per-packet path. Stages may read and rewrite the
+/// payload in place and must not panic on any input.
+pub trait Stage: Send {
+    /// Decides about one datagram.
+    fn process(&mut self, pkt: &mut PacketBuffer<'_>) -> Verdict;
+}
+
+/// The stages a worker runs on every datagram.
+#[derive(Default)]
+pub struct Pipeline {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl Pipeline {
+    /// A plain RFC 862 echo: every datagram that fit goes back unchanged.
+    pub fn echo() -> Pipeline {
+        Pipeline::default()
+    }
+
+    /// Appends a stage.
+    pub fn with(mut self, stage: impl Stage + 'static) -> Pipeline {
+        self.stages.push(Box::new(stage));
+        self
+    }
+
+    /// Runs the truncation check and then every stage until one drops.
+    #[inline]
+    pub fn process(&mut self, pkt: &mut PacketBuffer<'_>) -> Verdict {
+        if pkt.meta.truncated {
+            return Verdict::Drop(DropReason::Truncated);
+        }
+        for stage in &mut self.stages {
+            if let v @ Verdict::Drop(_) = stage.process(pkt) {
+                return v;
+            }
+        }
+        Verdict::Echo
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::PacketPool;
+
+    struct DropOdd;
+    impl Stage for DropOdd {
+        fn process(&mut self, pkt: &mut PacketBuffer<'_>) -> Verdict {
+            if pkt.payload().len() % 2 == 1 {
+                Verdict::Drop(DropReason::Filtered)
+            } else {
+                Verdict::Echo
+            }
+        }
+    }
+
+    struct Upper;
+    impl Stage for Upper {
+        fn process(&mut self, pkt: &mut PacketBuffer<'_>) -> Verdict {
+            pkt.payload_mut().make_ascii_uppercase();
+            Verdict::Echo
+        }
+    }
+
+    #[test]
+    fn stages_run_in_order_and_first_drop_wins() {
+        let mut pool = PacketPool::new(1, 16);
+        let s = pool.alloc().unwrap();
+        let mut p = Pipeline::echo().with(DropOdd).with(Upper);
+        {
+            let mut b = pool.buffer(&s);
+            b.data[..4].copy_from_slice(b"abcd");
+            b.meta.len = 4;
+            assert_eq!(p.process(&mut b), Verdict::Echo);
+            assert_eq!(b.payload(), b"ABCD");
+            b.meta.len = 3;
+            assert_eq!(p.process(&mut b), Verdict::Drop(DropReason::Filtered));
+            b.meta.truncated = true;
+            assert_eq!(p.process(&mut b), Verdict::Drop(DropReason::Truncated));
+        }
+        pool.free(s);
+    }
+
+    #[test]
+    fn reason_names_are_unique_and_indexed() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+    }
+}

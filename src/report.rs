@@ -1,0 +1,271 @@
+//! The server's final report: what the metrics thread hands back at
+//! shutdown, printed as text or JSON on stdout.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::counters::{Counters, SEND_ERROR_NAMES};
+use crate::pool::PoolStats;
+use crate::process::DropReason;
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencyUs {
+    /// Samples behind the figures.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest sample.
+    pub max: f64,
+}
+
+impl LatencyUs {
+    /// Percentiles of a histogram of nanoseconds.
+    pub fn from_ns(h: &Histogram<u64>) -> LatencyUs {
+        if h.is_empty() {
+            return LatencyUs::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        LatencyUs {
+            count: h.len(),
+            mean: h.mean() / 1000.0,
+            p50: us(h.value_at_quantile(0.5)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+}
+
+/// One worker's share.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerReport {
+    /// Worker index.
+    pub id: usize,
+    /// Datagrams it received.
+    pub rx_packets: u64,
+    /// Datagrams it echoed.
+    pub tx_packets: u64,
+    /// Its pool at exit.
+    pub pool: PoolStats,
+    /// Every buffer was back in the pool when it exited.
+    pub buffers_returned: bool,
+}
+
+/// Final statistics of a server run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Wall time the server ran.
+    pub duration_s: f64,
+    /// Datagrams received.
+    pub rx_packets: u64,
+    /// Datagrams echoed.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes echoed.
+    pub tx_bytes: u64,
+    /// Datagrams not echoed, by reason.
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Echoes the kernel refused, by kind.
+    pub send_errors: BTreeMap<&'static str, u64>,
+    /// Failed receive calls, by errno name.
+    pub recv_errors: BTreeMap<String, u64>,
+    /// Datagrams the kernel dropped before we saw them (`SO_RXQ_OVFL`).
+    pub kernel_drops: u64,
+    /// Latency samples lost on the way to the metrics thread.
+    pub samples_dropped: u64,
+    /// received - echoed - dropped - send errors (zero when reconciled).
+    pub unaccounted: i64,
+    /// Where latency timestamps came from: "kernel" (`SO_TIMESTAMPNS`) or "user".
+    pub latency_clock: &'static str,
+    /// Receive-to-echo latency.
+    pub latency_us: LatencyUs,
+    /// Process CPU time per received datagram, nanoseconds.
+    pub cpu_ns_per_packet: Option<f64>,
+    /// Per-worker figures.
+    pub workers: Vec<WorkerReport>,
+    /// Every worker returned every buffer.
+    pub buffers_returned: bool,
+}
+
+/// Name of an errno for reports (`ECONNREFUSED`), or `errno_N`.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ENOMEM => "ENOMEM",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::EBADF => "EBADF",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::EINVAL => "EINVAL",
+        libc::EFAULT => "EFAULT",
+        libc::EMSGSIZE => "EMSGSIZE",
+        libc::EPERM => "EPERM",
+        _ => return format!("errno_{errno}"),
+    };
+    name.to_string()
+}
+
+impl Report {
+    /// Assembles the report from merged counters and per-worker ones.
+    pub fn build(
+        total: &Counters,
+        per_worker: &[Counters],
+        kernel_drops: u64,
+        latency: &Histogram<u64>,
+        kernel_clock: bool,
+        duration_s: f64,
+        cpu_ns: Option<u64>,
+    ) -> Report {
+        let drops = DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), total.drops[r.index()]))
+            .collect();
+        let send_errors = SEND_ERROR_NAMES
+            .iter()
+            .zip(total.send_errors)
+            .map(|(n, v)| (*n, v))
+            .collect();
+        let mut recv_errors: BTreeMap<String, u64> = total
+            .recv_errors
+            .iter()
+            .map(|(e, n)| (errno_name(e), n))
+            .collect();
+        if total.recv_errors.overflow > 0 {
+            recv_errors.insert("other".into(), total.recv_errors.overflow);
+        }
+        let workers: Vec<WorkerReport> = per_worker
+            .iter()
+            .enumerate()
+            .map(|(id, c)| WorkerReport {
+                id,
+                rx_packets: c.rx_packets,
+                tx_packets: c.tx_packets,
+                pool: c.pool,
+                buffers_returned: c.pool.in_use == 0,
+            })
+            .collect();
+        Report {
+            duration_s,
+            rx_packets: total.rx_packets,
+            tx_packets: total.tx_packets,
+            rx_bytes: total.rx_bytes,
+            tx_bytes: total.tx_bytes,
+            drops,
+            send_errors,
+            recv_errors,
+            kernel_drops,
+            samples_dropped: total.samples_dropped,
+            unaccounted: total.unaccounted(),
+            latency_clock: if kernel_clock { "kernel" } else { "user" },
+            latency_us: LatencyUs::from_ns(latency),
+            cpu_ns_per_packet: cpu_ns
+                .filter(|_| total.rx_packets > 0)
+                .map(|ns| ns as f64 / total.rx_packets as f64),
+            buffers_returned: workers.iter().all(|w| w.buffers_returned),
+            workers,
+        }
+    }
+
+    /// Dropped datagrams, all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.drops.values().sum()
+    }
+
+    /// Failed echoes, all kinds.
+    pub fn send_failed(&self) -> u64 {
+        self.send_errors.values().sum()
+    }
+}
+
+fn nonzero(m: &BTreeMap<impl fmt::Display + Ord, u64>) -> String {
+    let parts: Vec<String> = m
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.latency_us;
+        writeln!(f, "--- udp-packet-pool server summary ---")?;
+        writeln!(f, "duration      {:.2} s", self.duration_s)?;
+        writeln!(
+            f,
+            "received      {} datagrams, {} bytes ({:.0}/s)",
+            self.rx_packets,
+            self.rx_bytes,
+            self.rx_packets as f64 / self.duration_s.max(1e-9)
+        )?;
+        writeln!(
+            f,
+            "echoed        {} datagrams, {} bytes",
+            self.tx_packets, self.tx_bytes
+        )?;
+        writeln!(
+            f,
+            "dropped       {} ({})",
+            self.dropped(),
+            nonzero(&self.drops)
+        )?;
+        writeln!(
+            f,
+            "send errors   {} ({})",
+            self.send_failed(),
+            nonzero(&self.send_errors)
+        )?;
+        writeln!(f, "recv errors   {}", nonzero(&self.recv_errors))?;
+        writeln!(
+            f,
+            "kernel drops  {} (SO_RXQ_OVFL, before the server saw them)",
+            self.kernel_drops
+        )?;
+        writeln!(
+            f,
+            "reconciled    {} (received - echoed - dropped - send errors = {})",
+            if self.unaccounted == 0 { "yes" } else { "NO" },
+            self.unaccounted
+        )?;
+        writeln!(
+            f,
+            "latency us    p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples, {} clock, {} lost)",
+            l.p50, l.p99, l.p999, l.max, l.count, self.latency_clock, self.samples_dropped
+        )?;
+        if let Some(c) = self.cpu_ns_per_packet {
+            writeln!(f, "cpu           {c:.0} ns per received datagram")?;
+        }
+        for w in &self.workers {
+            writeln!(
+                f,
+                "worker {:<3}    rx {} tx {} pool {}/{} high-water {} exhausted {} allocs {} returned {}",
+                w.id,
+                w.rx_packets,
+                w.tx_packets,
+                w.pool.in_use,
+                w.pool.capacity,
+                w.pool.high_water,
+                w.pool.exhaustion_events,
+                w.pool.total_allocations,
+                if w.buffers_returned { "all" } else { "NO" }
+            )?;
+        }
+        Ok(())
+    }
+}

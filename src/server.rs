@@ -1,0 +1,229 @@
+//! Wiring: binds the sockets, builds one [`Worker`] per thread (each with its
+//! own pool), starts the metrics thread, and stops and joins them all.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::counters::{Counters, SharedCounters};
+use crate::logging::PacketLog;
+use crate::metrics::{self, MetricsConfig};
+use crate::packet::{PacketPool, DEFAULT_PACKET_SIZE};
+use crate::process::Pipeline;
+use crate::report::Report;
+use crate::samples;
+use crate::socket::{self, BufferSizes};
+use crate::worker::{IoMode, Worker};
+
+/// Server settings (the `server` binary's flags).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address and port to bind (port 0: the OS picks one).
+    pub bind: SocketAddr,
+    /// Worker threads.
+    pub threads: usize,
+    /// One SO_REUSEPORT socket per worker instead of one shared socket.
+    pub reuseport: bool,
+    /// Buffers in each worker's pool.
+    pub pool_size: usize,
+    /// Bytes per buffer: the largest datagram echoed.
+    pub packet_size: usize,
+    /// Datagrams per receive call.
+    pub batch: usize,
+    /// Pin worker i to core i (wrapping).
+    pub pin: bool,
+    /// Statistics line interval; `None` for none.
+    pub stats_interval: Option<Duration>,
+    /// Log every packet (rate-limited).
+    pub verbose: bool,
+    /// Packet log lines per second per worker with `verbose`.
+    pub log_rate: u32,
+    /// How workers wait for datagrams.
+    pub io: IoMode,
+    /// Kernel socket buffer requests.
+    pub buffers: BufferSizes,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "0.0.0.0:8888".parse().expect("valid address"),
+            threads: thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            reuseport: false,
+            pool_size: 1000,
+            packet_size: DEFAULT_PACKET_SIZE,
+            batch: 32,
+            pin: false,
+            stats_interval: Some(Duration::from_secs(1)),
+            verbose: false,
+            log_rate: 20,
+            io: IoMode::Blocking,
+            buffers: BufferSizes::default(),
+        }
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    dump: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<io::Result<Counters>>>,
+    metrics: JoinHandle<Report>,
+}
+
+/// Binds and starts everything; returns once every worker is ready.
+pub fn start(cfg: &ServerConfig) -> io::Result<ServerHandle> {
+    start_with(cfg, |_| Pipeline::echo())
+}
+
+/// Like [`start`], with the per-packet pipeline of each worker built by
+/// `pipeline(worker_index)` (before the `-v` logger, which is appended).
+pub fn start_with(
+    cfg: &ServerConfig,
+    mut pipeline: impl FnMut(usize) -> Pipeline,
+) -> io::Result<ServerHandle> {
+    if cfg.threads == 0 || cfg.pool_size == 0 || cfg.batch == 0 || cfg.packet_size == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "threads, pool size, batch and packet size must all be at least 1",
+        ));
+    }
+    let sockets = socket::bind_workers(cfg.bind, cfg.threads, cfg.reuseport, cfg.buffers)?;
+    let local_addr = sockets[0].local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let dump = Arc::new(AtomicBool::new(false));
+    let (sinks, source) = samples::channels(cfg.threads);
+    let cores = if cfg.pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut shared = Vec::with_capacity(cfg.threads);
+    let mut workers = Vec::with_capacity(cfg.threads);
+    let mut kernel_clock = true;
+    for (id, (sock, sink)) in sockets.into_iter().zip(sinks).enumerate() {
+        let counters = Arc::new(SharedCounters::default());
+        shared.push(counters.clone());
+        let mut p = pipeline(id);
+        if cfg.verbose {
+            p = p.with(PacketLog::new(id, cfg.log_rate));
+        }
+        let pool = PacketPool::new(cfg.pool_size, cfg.packet_size);
+        let w = Worker::new(
+            id,
+            sock,
+            cfg.io,
+            pool,
+            cfg.batch,
+            p,
+            sink,
+            counters,
+            stop.clone(),
+        )?;
+        kernel_clock &= w.kernel_clock();
+        workers.push(w);
+    }
+    let handles = workers
+        .into_iter()
+        .map(|w| {
+            let core = (!cores.is_empty()).then(|| cores[w.id() % cores.len()]);
+            let stop = stop.clone();
+            thread::Builder::new()
+                .name(format!("worker-{}", w.id()))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        if !core_affinity::set_for_current(c) {
+                            log::warn!("worker {}: could not pin to core {}", w.id(), c.id);
+                        }
+                    }
+                    let r = w.run();
+                    if let Err(e) = &r {
+                        log::error!("{e}");
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    r
+                })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let mcfg = MetricsConfig {
+        interval: cfg.stats_interval,
+        workers: shared,
+        shared_socket: !cfg.reuseport,
+        kernel_clock,
+        dump_now: dump.clone(),
+    };
+    let metrics = thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || metrics::run(mcfg, source))?;
+    Ok(ServerHandle {
+        local_addr,
+        stop,
+        dump,
+        workers: handles,
+        metrics,
+    })
+}
+
+impl ServerHandle {
+    /// The address the server really bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Asks every worker to finish (each notices within 100 ms).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The flag [`ServerHandle::stop`] sets, for signal handlers.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Setting this flag prints the since-start summary on stderr (SIGHUP).
+    pub fn dump_flag(&self) -> Arc<AtomicBool> {
+        self.dump.clone()
+    }
+
+    /// True once a stop was asked for (or a worker failed).
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every thread and returns the final report, or the first
+    /// worker error.
+    pub fn join(self) -> io::Result<Report> {
+        let mut first_err = None;
+        for h in self.workers {
+            match h.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(io::Error::other("a worker thread panicked"));
+                }
+            }
+        }
+        let report = self
+            .metrics
+            .join()
+            .map_err(|_| io::Error::other("the metrics thread panicked"))?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+
+    /// Stops and joins.
+    pub fn shutdown(self) -> io::Result<Report> {
+        self.stop();
+        self.join()
+    }
+}
