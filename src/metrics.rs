@@ -144,8 +144,16 @@ fn stats_line(
         .map(|c| format!("{}/{}", c.pool.in_use, c.pool.high_water))
         .collect();
     let l = LatencyUs::from_ns(h);
+    let lat = if l.count == 0 {
+        "lat us - (no echoes)".to_string()
+    } else {
+        format!(
+            "lat us p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+            l.p50, l.p99, l.p999, l.max
+        )
+    };
     format!(
-        "[{:>7.1}s] rx {:.0}/s {:.2} MB/s | tx {:.0}/s {:.2} MB/s | drops{} | send_err {} recv_err {} | kernel_drops {} | pool in-use/hw {} exh {} | lat us p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}",
+        "[{:>7.1}s] rx {:.0}/s {:.2} MB/s | tx {:.0}/s {:.2} MB/s | drops{} | send_err {} recv_err {} | kernel_drops {} | pool in-use/hw {} exh {} | {}",
         now.duration_since(start).as_secs_f64(),
         rate(t.rx_packets, prev.0.rx_packets),
         rate(t.rx_bytes, prev.0.rx_bytes) / 1e6,
@@ -157,9 +165,6 @@ fn stats_line(
         kernel_drops.saturating_sub(prev.1),
         pools.join(","),
         t.pool.exhaustion_events,
-        l.p50,
-        l.p99,
-        l.p999,
-        l.max,
+        lat,
     )
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::flag;
 use udp_packet_pool::server::{self, ServerConfig};
 use udp_packet_pool::socket::BufferSizes;
 use udp_packet_pool::worker::IoMode;
@@ -58,7 +58,12 @@ struct Args {
     #[arg(long)]
     pin: bool,
     /// Seconds between statistics lines on stderr; 0 turns them off.
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
     stats_interval: f64,
     /// Print the final report as JSON on stdout instead of text.
     #[arg(long)]
@@ -126,6 +131,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Signals: the first SIGINT/SIGTERM sets the stop flag; a second one
+    // exits at once, decided inside the signal handler itself
+    // (register_conditional_shutdown is registered first, so it only fires
+    // once the flag is already set). SIGHUP asks for a summary.
+    let stop = handle.stop_flag();
+    let registered = (|| -> std::io::Result<()> {
+        for sig in [SIGINT, SIGTERM] {
+            flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+            flag::register(sig, stop.clone())?;
+        }
+        flag::register(SIGHUP, handle.dump_flag())?;
+        Ok(())
+    })();
+    if let Err(e) = registered {
+        eprintln!("server: cannot install signal handlers: {e}");
+        handle.stop();
+        let _ = handle.join();
+        return ExitCode::from(1);
+    }
     eprintln!(
         "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?})",
         handle.local_addr(),
@@ -141,35 +165,19 @@ fn main() -> ExitCode {
         cfg.batch,
         cfg.io
     );
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("server: cannot install signal handlers: {e}");
-            handle.stop();
-            let _ = handle.join();
-            return ExitCode::from(1);
-        }
-    };
-    let stop = handle.stop_flag();
-    let dump = handle.dump_flag();
-    let sig_handle = signals.handle();
-    let sig_thread = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            match sig {
-                SIGHUP => dump.store(true, Ordering::Relaxed),
-                _ => {
-                    if stop.swap(true, Ordering::Relaxed) {
-                        eprintln!("server: second signal, exiting now");
-                        std::process::exit(130);
-                    }
-                    eprintln!("server: shutting down (signal again to exit at once)");
-                }
+    // Say so when a stop was asked for (the workers notice within 100 ms).
+    let notice = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
             }
-        }
-    });
+            eprintln!("server: shutting down (signal again to exit at once)");
+        })
+    };
     let result = handle.join();
-    sig_handle.close();
-    let _ = sig_thread.join();
+    stop.store(true, Ordering::Relaxed);
+    let _ = notice.join();
     match result {
         Ok(report) => {
             let mut out = std::io::stdout().lock();

@@ -1,0 +1,260 @@
+//! Helpers shared by the integration tests: start the real `server` binary on
+//! an ephemeral loopback port, talk to it, stop it with a signal, and always
+//! clean up the process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest any single helper waits (a guard against hangs, not a timing assertion).
+pub const GUARD: Duration = Duration::from_secs(10);
+
+/// A running `server` process, killed on drop if still alive.
+pub struct ServerProc {
+    child: Option<Child>,
+    /// Address to send to (loopback, real port).
+    pub addr: SocketAddr,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+    stdout: Option<thread::JoinHandle<String>>,
+}
+
+/// What a stopped server left behind.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn server_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server")
+}
+
+impl ServerProc {
+    /// Starts `server --port 0 --stats-interval 0 ARGS...` on 127.0.0.1.
+    pub fn start(args: &[&str]) -> ServerProc {
+        Self::start_cmd(
+            Command::new(server_bin())
+                .args([
+                    "--port",
+                    "0",
+                    "--bind",
+                    "127.0.0.1",
+                    "--stats-interval",
+                    "0",
+                ])
+                .args(args),
+        )
+    }
+
+    /// Starts the given command (which must run the server) and waits for
+    /// its `listening on` line.
+    pub fn start_cmd(cmd: &mut Command) -> ServerProc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut p = ServerProc {
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+            stdout: Some(stdout),
+        };
+        let line = p
+            .wait_stderr(|l| l.contains("listening on"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "server never said 'listening on'; stderr: {:?}",
+                    p.stderr_seen
+                )
+            });
+        let addr_text = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let mut addr: SocketAddr = addr_text.parse().expect("listening address");
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                "127.0.0.1".parse().unwrap()
+            } else {
+                "::1".parse().unwrap()
+            });
+        }
+        p.addr = addr;
+        p
+    }
+
+    /// Waits (bounded) for a stderr line matching `pred`.
+    pub fn wait_stderr(&mut self, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + GUARD;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.stderr_seen.push(l.clone());
+                    if pred(&l) {
+                        return Some(l);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, sig: i32) {
+        // The libc crate is a dependency of the package, so tests may use it.
+        unsafe_kill(self.pid(), sig);
+    }
+
+    /// Sends `sig` and waits (bounded) for the process to exit.
+    pub fn stop_with(self, sig: i32) -> Finished {
+        self.signal(sig);
+        self.wait_exit()
+    }
+
+    /// SIGINT (Ctrl+C) and wait.
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    pub fn wait_exit(mut self) -> Finished {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + GUARD;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not exit within {GUARD:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_millis(200)) {
+            self.stderr_seen.push(l);
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr_seen.join("\n"),
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+}
+
+/// A client socket on loopback with a receive timeout.
+pub fn client_socket(server: SocketAddr) -> UdpSocket {
+    let bind = if server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    let s = UdpSocket::bind(bind).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+/// Sends `payload` and returns the echo (panics on timeout).
+pub fn echo(sock: &UdpSocket, to: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    sock.send_to(payload, to).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let (n, from) = sock.recv_from(&mut buf).expect("echo within 2 s");
+    assert_eq!(from, to, "echo came from an unexpected address");
+    buf.truncate(n);
+    buf
+}
+
+/// Sends `payload` and expects no answer within `wait`.
+pub fn expect_silence(sock: &UdpSocket, to: SocketAddr, payload: &[u8], wait: Duration) {
+    sock.send_to(payload, to).unwrap();
+    sock.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let r = sock.recv_from(&mut buf);
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert!(r.is_err(), "expected no echo, got {} bytes", r.unwrap().0);
+}
+
+/// A payload of `n` bytes that differs per (seed, n).
+pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Parses the `--json` report.
+pub fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}"))
+}
+
+/// Checks the books balance in a JSON report and returns (rx, tx).
+pub fn assert_reconciled(r: &serde_json::Value) -> (u64, u64) {
+    let rx = r["rx_packets"].as_u64().unwrap();
+    let tx = r["tx_packets"].as_u64().unwrap();
+    let sum = |k: &str| {
+        r[k].as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        rx,
+        tx + sum("drops") + sum("send_errors"),
+        "counters do not reconcile: {r}"
+    );
+    assert_eq!(r["unaccounted"].as_i64(), Some(0));
+    assert_eq!(
+        r["buffers_returned"].as_bool(),
+        Some(true),
+        "buffers not returned: {r}"
+    );
+    (rx, tx)
+}

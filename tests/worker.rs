@@ -1,0 +1,150 @@
+//! Worker-level tests through the library: pool exhaustion and receive /
+//! send errors, which the binary cannot be made to show on demand.
+
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use udp_packet_pool::counters::SharedCounters;
+use udp_packet_pool::packet::PacketPool;
+use udp_packet_pool::process::{DropReason, Pipeline};
+use udp_packet_pool::samples;
+use udp_packet_pool::sys;
+use udp_packet_pool::worker::{IoMode, Worker};
+
+fn worker(pool_size: usize, batch: usize, io: IoMode) -> (Worker, UdpSocket, Arc<SharedCounters>) {
+    let (w, s, c, _) = worker_with_stop(pool_size, batch, io);
+    (w, s, c)
+}
+
+fn worker_with_stop(
+    pool_size: usize,
+    batch: usize,
+    io: IoMode,
+) -> (Worker, UdpSocket, Arc<SharedCounters>, Arc<AtomicBool>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr_holder = sock.try_clone().unwrap();
+    let (mut sinks, source) = samples::channels(1);
+    // Keep the metrics end alive for the test's duration.
+    std::mem::forget(source);
+    let shared = Arc::new(SharedCounters::default());
+    let w = Worker::new(
+        0,
+        sock,
+        io,
+        PacketPool::new(pool_size, 2048),
+        batch,
+        Pipeline::echo(),
+        sinks.remove(0),
+        shared.clone(),
+        stop.clone(),
+    )
+    .unwrap();
+    (w, addr_holder, shared, stop)
+}
+
+#[test]
+fn exhausted_pool_drops_and_counts_then_recovers() {
+    let (mut w, server, shared) = worker(4, 4, IoMode::Blocking);
+    let to = server.local_addr().unwrap();
+    // Hold every buffer, as a stage that queued packets would.
+    let held: Vec<_> = (0..4).map(|_| w.pool_mut().alloc().unwrap()).collect();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    for i in 0..3u8 {
+        client.send_to(&[i; 10], to).unwrap();
+    }
+    for _ in 0..3 {
+        w.poll_once().unwrap();
+    }
+    let c = *w.counters();
+    assert_eq!(c.rx_packets, 3);
+    assert_eq!(c.drops[DropReason::PoolExhausted.index()], 3);
+    assert_eq!(c.tx_packets, 0);
+    assert_eq!(c.unaccounted(), 0);
+    assert!(w.pool_mut().stats().exhaustion_events >= 3);
+    let mut buf = [0u8; 64];
+    assert!(
+        client.recv_from(&mut buf).is_err(),
+        "nothing may be echoed while exhausted"
+    );
+    // Give the buffers back: service resumes.
+    for s in held {
+        w.pool_mut().free(s);
+    }
+    client.send_to(b"back", to).unwrap();
+    w.poll_once().unwrap();
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"back");
+    assert_eq!(w.counters().unaccounted(), 0);
+    assert_eq!(
+        shared.snapshot().rx_packets,
+        4,
+        "counters published to the metrics side"
+    );
+}
+
+#[test]
+fn icmp_errors_are_counted_never_fatal() {
+    // With IP_RECVERR, an echo to a closed port comes back as ECONNREFUSED on
+    // the next receive or send call: a real receive/send error on demand.
+    let (mut w, server, _) = worker(64, 8, IoMode::Blocking);
+    sys::enable_ip_recverr(server.as_raw_fd()).unwrap();
+    let to = server.local_addr().unwrap();
+    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        gone.send_to(b"bye", to).unwrap();
+    }
+    drop(gone);
+    let live = UdpSocket::bind("127.0.0.1:0").unwrap();
+    live.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 64];
+    let mut answered = false;
+    while Instant::now() < deadline && !answered {
+        w.poll_once().expect("ICMP errors must not end the worker");
+        live.send_to(b"alive", to).unwrap();
+        w.poll_once().expect("ICMP errors must not end the worker");
+        answered = matches!(live.recv_from(&mut buf), Ok((5, _)));
+    }
+    let c = *w.counters();
+    let unreachable = c.send_errors[2];
+    let refused = c
+        .recv_errors
+        .iter()
+        .find(|e| e.0 == libc::ECONNREFUSED)
+        .map_or(0, |e| e.1);
+    assert!(
+        refused + unreachable >= 1,
+        "no ICMP error was counted: {c:?}"
+    );
+    assert!(answered, "the worker stopped echoing after an ICMP error");
+    assert_eq!(c.unaccounted(), 0, "{c:?}");
+}
+
+#[test]
+fn stop_flag_ends_a_running_worker_and_every_buffer_comes_back() {
+    for io in [IoMode::Blocking, IoMode::Epoll, IoMode::Spin] {
+        let (w, server, shared, stop) = worker_with_stop(16, 8, io);
+        let to = server.local_addr().unwrap();
+        let t = std::thread::spawn(move || w.run());
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        client.send_to(b"ping", to).unwrap();
+        assert_eq!(client.recv_from(&mut buf).unwrap().0, 4);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let c = t.join().unwrap().unwrap();
+        assert_eq!((c.rx_packets, c.tx_packets), (1, 1), "{io:?}");
+        assert_eq!(c.pool.in_use, 0, "{io:?}: buffers still out at exit");
+        assert_eq!(shared.snapshot(), c, "{io:?}: final counters published");
+    }
+}
