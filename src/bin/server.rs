@@ -9,8 +9,10 @@ use std::time::Duration;
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
+use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, ServerConfig};
 use udp_packet_pool::socket::BufferSizes;
+use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::worker::IoMode;
 
 /// Multi-threaded UDP echo server with per-worker freelist packet pools.
@@ -77,6 +79,9 @@ struct Args {
     /// How workers wait: blocking (batched, default), epoll, or spin (busy poll, one core per worker).
     #[arg(long, value_enum, default_value_t = IoMode::Blocking)]
     io: IoMode,
+    /// Answer like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). Without it the echo is byte-exact (RFC 862).
+    #[arg(long)]
+    sockperf: bool,
     /// SO_RCVBUF request in bytes (the kernel doubles it, capped by net.core.rmem_max).
     #[arg(long, value_name = "BYTES")]
     rcvbuf: Option<usize>,
@@ -124,7 +129,15 @@ fn main() -> ExitCode {
             send: args.sndbuf,
         },
     };
-    let handle = match server::start(&cfg) {
+    let sockperf = args.sockperf;
+    let pipeline = move |_| {
+        if sockperf {
+            Pipeline::echo().with(SockperfReply)
+        } else {
+            Pipeline::echo()
+        }
+    };
+    let handle = match server::start_with(&cfg, pipeline) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("server: {e}");
@@ -151,7 +164,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     eprintln!(
-        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?})",
+        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, {} replies)",
         handle.local_addr(),
         cfg.threads,
         if cfg.reuseport {
@@ -163,7 +176,8 @@ fn main() -> ExitCode {
         cfg.pool_size,
         cfg.packet_size,
         cfg.batch,
-        cfg.io
+        cfg.io,
+        if sockperf { "sockperf" } else { "byte-exact echo" }
     );
     // Say so when a stop was asked for (the workers notice within 100 ms).
     let notice = {

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("loadgen: being written");
+    std::process::exit(1)
+}

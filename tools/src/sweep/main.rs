@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("sweep: being written");
+    std::process::exit(1)
+}
