@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        let mut buf = vec![0u8; 64];
+        let mut buf = [0u8; 64];
         Packet::emit(&mut buf[..], 7, 42, 1000, 1005);
         let p = Packet::new_checked(&buf[..]).unwrap();
         assert_eq!(
