@@ -87,6 +87,7 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
                         cfg.kernel_clock,
                         start.elapsed().as_secs_f64(),
                         None,
+                        false,
                     );
                     eprint!("{r}");
                 }
@@ -114,6 +115,7 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
         cfg.kernel_clock,
         start.elapsed().as_secs_f64(),
         Some(cpu),
+        true,
     )
 }
 

@@ -96,6 +96,9 @@ pub struct Report {
     pub workers: Vec<WorkerReport>,
     /// Every worker returned every buffer.
     pub buffers_returned: bool,
+    /// True for the report at shutdown; false for a mid-run summary
+    /// (SIGHUP), where buffers posted to the receive call are in use.
+    pub final_report: bool,
 }
 
 /// Name of an errno for reports (`ECONNREFUSED`), or `errno_N`.
@@ -127,6 +130,7 @@ impl Report {
         kernel_clock: bool,
         duration_s: f64,
         cpu_ns: Option<u64>,
+        final_report: bool,
     ) -> Report {
         let drops = DropReason::ALL
             .iter()
@@ -175,6 +179,7 @@ impl Report {
                 .map(|ns| ns as f64 / total.rx_packets as f64),
             buffers_returned: workers.iter().all(|w| w.buffers_returned),
             workers,
+            final_report,
         }
     }
 
@@ -205,7 +210,14 @@ fn nonzero(m: &BTreeMap<impl fmt::Display + Ord, u64>) -> String {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = &self.latency_us;
-        writeln!(f, "--- udp-packet-pool server summary ---")?;
+        if self.final_report {
+            writeln!(f, "--- udp-packet-pool server summary ---")?;
+        } else {
+            writeln!(
+                f,
+                "--- udp-packet-pool server summary so far (still running) ---"
+            )?;
+        }
         writeln!(f, "duration      {:.2} s", self.duration_s)?;
         writeln!(
             f,
@@ -254,7 +266,7 @@ impl fmt::Display for Report {
         for w in &self.workers {
             writeln!(
                 f,
-                "worker {:<3}    rx {} tx {} pool {}/{} high-water {} exhausted {} allocs {} returned {}",
+                "worker {:<3}    rx {} tx {} pool {}/{} high-water {} exhausted {} allocs {} {}",
                 w.id,
                 w.rx_packets,
                 w.tx_packets,
@@ -263,7 +275,11 @@ impl fmt::Display for Report {
                 w.pool.high_water,
                 w.pool.exhaustion_events,
                 w.pool.total_allocations,
-                if w.buffers_returned { "all" } else { "NO" }
+                match (self.final_report, w.buffers_returned) {
+                    (false, _) => "(in use: posted to the receive call)",
+                    (true, true) => "returned all",
+                    (true, false) => "returned NO",
+                }
             )?;
         }
         Ok(())

@@ -168,7 +168,9 @@ impl Worker {
     /// One round: wait for datagrams, receive a batch, process, echo,
     /// return buffers. Returns `Err` only for errors that end the worker.
     pub fn poll_once(&mut self) -> io::Result<()> {
-        while self.slots.len() < self.batch.capacity() {
+        // Post as many buffers as the pool has free, up to one batch: a pool
+        // smaller than the batch just means smaller batches, not exhaustion.
+        while self.slots.len() < self.batch.capacity() && self.pool.available() > 0 {
             match self.pool.alloc() {
                 Some(s) => self.slots.push(s),
                 None => break,

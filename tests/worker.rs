@@ -148,3 +148,36 @@ fn stop_flag_ends_a_running_worker_and_every_buffer_comes_back() {
         assert_eq!(shared.snapshot(), c, "{io:?}: final counters published");
     }
 }
+
+#[test]
+fn pool_smaller_than_batch_means_smaller_batches_not_exhaustion() {
+    let (mut w, server, _) = worker(2, 32, IoMode::Blocking);
+    let to = server.local_addr().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    for i in 0..10u8 {
+        client.send_to(&[i; 8], to).unwrap();
+    }
+    let mut buf = [0u8; 16];
+    let mut got = 0;
+    for _ in 0..50 {
+        if got == 10 {
+            break;
+        }
+        w.poll_once().unwrap();
+        while let Ok((8, _)) = {
+            client.set_nonblocking(true).unwrap();
+            let r = client.recv_from(&mut buf);
+            client.set_nonblocking(false).unwrap();
+            r
+        } {
+            got += 1;
+        }
+    }
+    let c = *w.counters();
+    assert_eq!((c.rx_packets, c.tx_packets), (10, 10));
+    assert_eq!(w.pool_mut().stats().exhaustion_events, 0);
+    assert_eq!(w.pool_mut().stats().high_water, 2);
+}
