@@ -122,6 +122,7 @@ pub fn errno_name(errno: i32) -> String {
 
 impl Report {
     /// Assembles the report from merged counters and per-worker ones.
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         total: &Counters,
         per_worker: &[Counters],
