@@ -1,0 +1,216 @@
+//! Command line: `loadgen [RUN OPTIONS]` runs a load test, `loadgen merge
+//! FILE...` merges interval logs. Run options and the subcommand conflict,
+//! so a plain `loadgen --rate 5000` never needs a subcommand name.
+
+use std::path::PathBuf;
+
+use clap::builder::RangedU64ValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Largest UDP payload over IPv4.
+pub const MAX_SIZE: usize = 65_507;
+
+/// Open-loop, rate-paced UDP load generator (wrk2 model) for echo servers.
+///
+/// Packet i of the run (split round-robin over the flows) is due at
+/// start + i/rate, whatever happened to earlier packets; latency is measured
+/// both from that intended send time (corrected for coordinated omission)
+/// and from the actual send time (uncorrected). Packets sent during the
+/// warm-up are left out of every result. Loss is counted after a drain
+/// period; a loss is a measurement, so the exit code stays 0.
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadgen",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  \
+        loadgen --rate 200000 --duration 5 --flows 16\n  \
+        loadgen --mode pingpong --rate 1000000 --target [::1]:8888\n  \
+        loadgen --protocol sockperf --target 127.0.0.1:11111 --json\n  \
+        loadgen --hlog run1.hlog ... ; loadgen merge run1.hlog run2.hlog"
+)]
+pub struct Cli {
+    /// What to do instead of a load test.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Load-test options (the default action).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Merge the intervals of one or more --hlog files into one histogram
+    /// and print its percentiles.
+    Merge(MergeArgs),
+}
+
+/// Options of `loadgen merge`.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Interval log files written by --hlog (or any HdrHistogram V2 log).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the merged histogram in HdrHistogram's percentile text format.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+}
+
+/// How packets are paced.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Open loop: a fixed schedule, independent of the replies.
+    Rate,
+    /// One outstanding packet per flow (--rate still caps the total).
+    Pingpong,
+}
+
+/// What the datagrams look like.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The probe only; expects a byte-exact echo (RFC 862).
+    Echo,
+    /// A 14-byte sockperf header (CLIENT|PONG_REQUEST) before the probe;
+    /// expects sockperf-style replies (CLIENT cleared).
+    Sockperf,
+}
+
+/// Options of a load test.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Server address: HOST:PORT, a DNS name or an IP literal ([::1]:8888 for IPv6).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8888")]
+    pub target: String,
+    /// Packets per second, in total over all flows.
+    #[arg(long, value_name = "PPS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub rate: u64,
+    /// Seconds of measurement (after the warm-up).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_secs)]
+    pub duration: f64,
+    /// Seconds sent first and left out of all results.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = non_negative_secs)]
+    pub warmup: f64,
+    /// Datagram size in bytes: at least 36 (the probe header), or 50 with --protocol sockperf.
+    #[arg(long, value_name = "BYTES", default_value_t = 64,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_SIZE as u64))]
+    pub size: usize,
+    /// UDP sockets, each with its own source port (SO_REUSEPORT servers spread them over workers).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub flows: u32,
+    /// Sending threads; the flows are split over them and each thread also receives for its flows.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
+    /// rate: open-loop schedule; pingpong: one outstanding packet per flow.
+    #[arg(long, value_enum, default_value_t = Mode::Rate)]
+    pub mode: Mode,
+    /// echo: byte-exact echo servers; sockperf: sockperf servers (or `server --sockperf`).
+    #[arg(long, value_enum, default_value_t = Protocol::Echo)]
+    pub protocol: Protocol,
+    /// Pingpong: after this long without an echo the packet counts as lost and the next is sent.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub timeout_ms: u64,
+    /// Print the final report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the corrected latency in HdrHistogram's percentile text format (microseconds).
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+    /// Write a V2 compressed interval log of the corrected latency (nanoseconds, one interval a second).
+    #[arg(long, value_name = "FILE")]
+    pub hlog: Option<PathBuf>,
+    /// Busy-wait between sends instead of sleeping (costs a whole core).
+    #[arg(long)]
+    pub spin: bool,
+    /// Print progress as plain lines (the default when stderr is not a terminal).
+    #[arg(long)]
+    pub interval_lines: bool,
+    /// After the last send, keep receiving this long before counting unanswered packets as lost.
+    #[arg(long, value_name = "MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_ms: u64,
+    /// Most datagrams per sendmmsg call.
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub batch: u32,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !v.is_finite() || v > 1e6 {
+        return Err(format!("'{s}' is not a usable number of seconds"));
+    }
+    Ok(v)
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    let v = parse_secs(s)?;
+    if v <= 0.0 {
+        return Err(format!("'{s}' must be more than 0 seconds"));
+    }
+    Ok(v)
+}
+
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    let v = parse_secs(s)?;
+    if v < 0.0 {
+        return Err(format!("'{s}' must be 0 seconds or more"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_options_need_no_subcommand() {
+        let c = Cli::try_parse_from(["loadgen", "--rate", "200000", "--flows", "16"]).unwrap();
+        assert!(c.command.is_none());
+        assert_eq!((c.run.rate, c.run.flows), (200_000, 16));
+        assert_eq!(c.run.target, "127.0.0.1:8888");
+        assert_eq!((c.run.duration, c.run.warmup), (10.0, 1.0));
+    }
+
+    #[test]
+    fn merge_is_a_subcommand() {
+        let c = Cli::try_parse_from(["loadgen", "merge", "a.hlog", "b.hlog", "--json"]).unwrap();
+        match c.command {
+            Some(Command::Merge(m)) => {
+                assert_eq!(m.files.len(), 2);
+                assert!(m.json);
+            }
+            None => panic!("merge not parsed"),
+        }
+        assert!(Cli::try_parse_from(["loadgen", "merge"]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for bad in [
+            &["loadgen", "--rate", "0"][..],
+            &["loadgen", "--duration", "0"],
+            &["loadgen", "--warmup", "-1"],
+            &["loadgen", "--size", "70000"],
+            &["loadgen", "--mode", "fast"],
+        ] {
+            let e = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The validated settings of one run: checks that depend on more than one
+//! flag (datagram size vs protocol, threads vs flows) and resolving
+//! `--target`. Usage mistakes and run-time failures are told apart so that
+//! `main` can exit 2 or 1.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use crate::cli::{Mode, Protocol, RunArgs};
+use crate::codec::Codec;
+
+const NS_PER_SEC: f64 = 1e9;
+
+/// Why a run cannot start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The flags do not make sense together (exit 2).
+    Usage(String),
+    /// The flags are fine but the world is not, e.g. the name does not resolve (exit 1).
+    Runtime(String),
+}
+
+/// Everything a run needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `--target` as given.
+    pub target_arg: String,
+    /// Where the packets go.
+    pub target: SocketAddr,
+    /// Packets per second over all flows.
+    pub rate: u64,
+    /// Measurement length.
+    pub duration_ns: u64,
+    /// Warm-up length.
+    pub warmup_ns: u64,
+    /// Datagram size.
+    pub size: usize,
+    /// Number of flows (sockets).
+    pub flows: u32,
+    /// Number of threads.
+    pub threads: u32,
+    /// Pacing model.
+    pub mode: Mode,
+    /// Wire format.
+    pub protocol: Protocol,
+    /// Pingpong time-out.
+    pub timeout_ns: u64,
+    /// JSON report.
+    pub json: bool,
+    /// Percentile text output.
+    pub hgrm: Option<PathBuf>,
+    /// Interval log output.
+    pub hlog: Option<PathBuf>,
+    /// Busy-wait pacing.
+    pub spin: bool,
+    /// Plain progress lines.
+    pub interval_lines: bool,
+    /// Drain period.
+    pub drain_ns: u64,
+    /// Datagrams per sendmmsg.
+    pub batch: usize,
+}
+
+impl Config {
+    /// Checks the parsed flags and resolves the target.
+    pub fn from_args(a: &RunArgs) -> Result<Config, ConfigError> {
+        let min = Codec::min_size(a.protocol);
+        if a.size < min {
+            return Err(ConfigError::Usage(match a.protocol {
+                Protocol::Echo => format!(
+                    "--size {} is too small: a datagram must hold the {min}-byte probe header",
+                    a.size
+                ),
+                Protocol::Sockperf => format!(
+                    "--size {} is too small for --protocol sockperf: a datagram must hold the \
+                     14-byte sockperf header and the 36-byte probe header ({min} bytes)",
+                    a.size
+                ),
+            }));
+        }
+        if a.threads > a.flows {
+            return Err(ConfigError::Usage(format!(
+                "--threads {} is more than --flows {}: every thread needs at least one flow \
+                 (add --flows {})",
+                a.threads, a.flows, a.threads
+            )));
+        }
+        let target = resolve(&a.target)?;
+        Ok(Config {
+            target_arg: a.target.clone(),
+            target,
+            rate: a.rate,
+            duration_ns: (a.duration * NS_PER_SEC).round().max(1.0) as u64,
+            warmup_ns: (a.warmup * NS_PER_SEC).round() as u64,
+            size: a.size,
+            flows: a.flows,
+            threads: a.threads,
+            mode: a.mode,
+            protocol: a.protocol,
+            timeout_ns: a.timeout_ms * 1_000_000,
+            json: a.json,
+            hgrm: a.hgrm.clone(),
+            hlog: a.hlog.clone(),
+            spin: a.spin,
+            interval_lines: a.interval_lines,
+            drain_ns: a.drain_ms * 1_000_000,
+            batch: a.batch as usize,
+        })
+    }
+}
+
+/// Resolves `HOST:PORT` to its first address.
+pub fn resolve(text: &str) -> Result<SocketAddr, ConfigError> {
+    let mut addrs = text.to_socket_addrs().map_err(|e| {
+        ConfigError::Runtime(format!(
+            "cannot resolve --target '{text}': {e} (give HOST:PORT, e.g. 127.0.0.1:8888 or [::1]:8888)"
+        ))
+    })?;
+    addrs.next().ok_or_else(|| {
+        ConfigError::Runtime(format!("cannot resolve --target '{text}': no addresses"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut v = vec!["loadgen"];
+        v.extend_from_slice(extra);
+        Cli::try_parse_from(v).unwrap().run
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let c = Config::from_args(&args(&[])).unwrap();
+        assert_eq!(c.target, "127.0.0.1:8888".parse().unwrap());
+        assert_eq!(
+            (c.duration_ns, c.warmup_ns),
+            (10_000_000_000, 1_000_000_000)
+        );
+        assert_eq!((c.drain_ns, c.batch), (500_000_000, 32));
+    }
+
+    #[test]
+    fn ipv6_literal_resolves() {
+        let c = Config::from_args(&args(&["--target", "[::1]:9"])).unwrap();
+        assert_eq!(c.target, "[::1]:9".parse().unwrap());
+    }
+
+    #[test]
+    fn size_must_hold_the_headers() {
+        let e = Config::from_args(&args(&["--size", "35"])).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Usage(ref m) if m.contains("--size 35")),
+            "{e:?}"
+        );
+        assert!(Config::from_args(&args(&["--size", "36"])).is_ok());
+        let e = Config::from_args(&args(&["--size", "49", "--protocol", "sockperf"])).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Usage(ref m) if m.contains("--size 49")),
+            "{e:?}"
+        );
+        assert!(Config::from_args(&args(&["--size", "50", "--protocol", "sockperf"])).is_ok());
+    }
+
+    #[test]
+    fn threads_need_flows() {
+        let e = Config::from_args(&args(&["--threads", "2"])).unwrap_err();
+        assert!(matches!(e, ConfigError::Usage(ref m) if m.contains("--threads 2")));
+    }
+
+    #[test]
+    fn unresolvable_target_names_the_value() {
+        for bad in ["nonsense", "no.such.host.invalid:9", "127.0.0.1:99999"] {
+            let e = resolve(bad).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::Runtime(ref m) if m.contains(bad)),
+                "{e:?}"
+            );
+        }
+    }
+}

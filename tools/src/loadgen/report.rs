@@ -1,0 +1,379 @@
+//! The final report: JSON (`--json`) or a sockperf/dnsperf-style text
+//! summary. Rates are per second over the measured duration, which is the
+//! asked duration unless the sender finished late (then the longer, real
+//! span, so a sender that fell behind shows a lower send rate) or the run
+//! was interrupted.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::cli::{Mode, Protocol};
+use crate::counters::Counters;
+use crate::latency::{text_block, Percentiles};
+
+/// Sends this late (microseconds) earn a warning even when the rate was met.
+const LATE_WARNING_US: f64 = 10_000.0;
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Resolved target address.
+    pub target: String,
+    /// `--rate`.
+    pub rate_requested: u64,
+    /// Achieved send rate (packets/s).
+    pub send_rate: f64,
+    /// Unique valid replies per second.
+    pub echo_rate: f64,
+    /// Datagrams sent after the warm-up.
+    pub sent: u64,
+    /// Unique valid replies to them.
+    pub received: u64,
+    /// `sent - received`.
+    pub lost: u64,
+    /// `lost` in percent of `sent`.
+    pub loss_pct: f64,
+    /// Replies seen more than once (extra copies).
+    pub duplicates: u64,
+    /// Replies that arrived after a higher sequence number of their flow.
+    pub reordered: u64,
+    /// Replies with a bad checksum.
+    pub corrupted: u64,
+    /// Datagrams that were not replies to us.
+    pub foreign: u64,
+    /// Replies too old for the duplicate window (counted lost).
+    pub late: u64,
+    /// Pingpong packets given up after the time-out.
+    pub timeouts: u64,
+    /// Datagrams the kernel refused.
+    pub send_errors: u64,
+    /// Sends retried after a full buffer.
+    pub send_retries: u64,
+    /// Worst lateness of a send against its schedule (microseconds).
+    pub behind_max_us: f64,
+    /// Receive - intended send time.
+    pub latency_us: Percentiles,
+    /// Receive - actual send time.
+    pub latency_uncorrected_us: Percentiles,
+    /// Measured duration (seconds).
+    pub duration_s: f64,
+    /// Warm-up (seconds).
+    pub warmup_s: f64,
+    /// Whether the run was cut short by a signal.
+    pub interrupted: bool,
+    /// `rate` or `pingpong`.
+    pub mode: &'static str,
+    /// `echo` or `sockperf`.
+    pub protocol: &'static str,
+    /// Number of flows.
+    pub flows: u32,
+    /// Number of threads.
+    pub threads: u32,
+    /// Datagram size (bytes).
+    pub size: usize,
+    /// `--target` as given.
+    #[serde(skip)]
+    pub target_arg: String,
+}
+
+/// The run's shape, for the report.
+#[derive(Debug, Clone)]
+pub struct RunShape {
+    /// Resolved target.
+    pub target: String,
+    /// `--target` as given.
+    pub target_arg: String,
+    /// `--rate`.
+    pub rate: u64,
+    /// `--mode`.
+    pub mode: Mode,
+    /// `--protocol`.
+    pub protocol: Protocol,
+    /// `--flows`.
+    pub flows: u32,
+    /// `--threads`.
+    pub threads: u32,
+    /// `--size`.
+    pub size: usize,
+    /// `--warmup` in seconds.
+    pub warmup_s: f64,
+}
+
+impl Report {
+    /// Builds the report from the merged results.
+    pub fn new(
+        shape: RunShape,
+        c: &Counters,
+        latency: Percentiles,
+        uncorrected: Percentiles,
+        duration_s: f64,
+        behind_max_us: f64,
+        interrupted: bool,
+    ) -> Report {
+        let per_sec = |n: u64| {
+            if duration_s > 0.0 {
+                n as f64 / duration_s
+            } else {
+                0.0
+            }
+        };
+        Report {
+            target: shape.target,
+            rate_requested: shape.rate,
+            send_rate: per_sec(c.sent),
+            echo_rate: per_sec(c.received),
+            sent: c.sent,
+            received: c.received,
+            lost: c.lost(),
+            loss_pct: c.loss_pct(),
+            duplicates: c.duplicates,
+            reordered: c.reordered,
+            corrupted: c.corrupted,
+            foreign: c.foreign,
+            late: c.late,
+            timeouts: c.timeouts,
+            send_errors: c.send_errors,
+            send_retries: c.send_retries,
+            behind_max_us,
+            latency_us: latency,
+            latency_uncorrected_us: uncorrected,
+            duration_s,
+            warmup_s: shape.warmup_s,
+            interrupted,
+            mode: match shape.mode {
+                Mode::Rate => "rate",
+                Mode::Pingpong => "pingpong",
+            },
+            protocol: match shape.protocol {
+                Protocol::Echo => "echo",
+                Protocol::Sockperf => "sockperf",
+            },
+            flows: shape.flows,
+            threads: shape.threads,
+            size: shape.size,
+            target_arg: shape.target_arg,
+        }
+    }
+
+    /// Whether an open-loop sender missed the asked rate by more than 1%.
+    pub fn fell_behind(&self) -> bool {
+        self.mode == "rate"
+            && !self.interrupted
+            && self.send_rate < 0.99 * self.rate_requested as f64
+    }
+
+    /// Warnings worth a line of their own.
+    pub fn warnings(&self, not_replies: u64) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.fell_behind() {
+            w.push(format!(
+                "the sender fell behind: asked {} pkt/s, sent {:.0} pkt/s (up to {:.3} ms late); \
+                 corrected latencies include that delay",
+                self.rate_requested,
+                self.send_rate,
+                self.behind_max_us / 1000.0
+            ));
+        } else if self.mode == "rate" && self.behind_max_us > LATE_WARNING_US {
+            w.push(format!(
+                "the sender was up to {:.3} ms behind schedule at times (it caught up: \
+                 {:.0} of {} pkt/s); corrected latencies include that delay",
+                self.behind_max_us / 1000.0,
+                self.send_rate,
+                self.rate_requested
+            ));
+        }
+        if not_replies > 0 {
+            w.push(format!(
+                "{not_replies} replies still had sockperf's CLIENT flag set: the target echoes \
+                 byte for byte; use --protocol echo, or a sockperf server (or `server --sockperf`)"
+            ));
+        }
+        if self.interrupted {
+            w.push("interrupted: results cover the part that ran".to_string());
+        }
+        w
+    }
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = if self.target_arg == self.target {
+            self.target.clone()
+        } else {
+            format!("{} ({})", self.target_arg, self.target)
+        };
+        writeln!(f, "Statistics:")?;
+        writeln!(f)?;
+        writeln!(f, "  Target:             {target}")?;
+        writeln!(
+            f,
+            "  Load:               {} mode, {} protocol, {} flow{} on {} thread{}, {}-byte datagrams",
+            self.mode,
+            self.protocol,
+            self.flows,
+            if self.flows == 1 { "" } else { "s" },
+            self.threads,
+            if self.threads == 1 { "" } else { "s" },
+            self.size
+        )?;
+        writeln!(
+            f,
+            "  Duration:           {:.3} s (after {:.3} s of warm-up)",
+            self.duration_s, self.warmup_s
+        )?;
+        writeln!(f, "  Packets sent:       {}", self.sent)?;
+        writeln!(
+            f,
+            "  Packets received:   {} ({:.3}%)",
+            self.received,
+            pct(self.received, self.sent)
+        )?;
+        writeln!(
+            f,
+            "  Packets lost:       {} ({:.3}%)",
+            self.lost, self.loss_pct
+        )?;
+        writeln!(f, "  Duplicates:         {}", self.duplicates)?;
+        writeln!(f, "  Reordered:          {}", self.reordered)?;
+        writeln!(f, "  Corrupted:          {}", self.corrupted)?;
+        writeln!(f, "  Foreign:            {}", self.foreign)?;
+        for (name, v) in [
+            ("Late (too old):     ", self.late),
+            ("Timed out:          ", self.timeouts),
+            ("Send errors:        ", self.send_errors),
+            ("Send retries:       ", self.send_retries),
+        ] {
+            if v > 0 {
+                writeln!(f, "  {name}{v}")?;
+            }
+        }
+        writeln!(f, "  Rate asked:         {} pkt/s", self.rate_requested)?;
+        writeln!(
+            f,
+            "  Send rate:          {:.1} pkt/s (at most {:.1} us behind schedule)",
+            self.send_rate, self.behind_max_us
+        )?;
+        writeln!(f, "  Echo rate:          {:.1} pkt/s", self.echo_rate)?;
+        writeln!(f)?;
+        write!(
+            f,
+            "{}",
+            text_block(&[
+                ("corrected", self.latency_us),
+                ("uncorrected", self.latency_uncorrected_us)
+            ])
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::{new_histogram, record};
+
+    fn sample() -> Report {
+        let mut h = new_histogram();
+        record(&mut h, 30_000);
+        let c = Counters {
+            sent: 1000,
+            received: 990,
+            duplicates: 2,
+            ..Counters::default()
+        };
+        Report::new(
+            RunShape {
+                target: "127.0.0.1:8888".into(),
+                target_arg: "localhost:8888".into(),
+                rate: 1000,
+                mode: Mode::Rate,
+                protocol: Protocol::Echo,
+                flows: 2,
+                threads: 1,
+                size: 64,
+                warmup_s: 1.0,
+            },
+            &c,
+            Percentiles::of(&h),
+            Percentiles::of(&h),
+            2.0,
+            12.5,
+            false,
+        )
+    }
+
+    #[test]
+    fn json_has_every_required_key() {
+        let v = serde_json::to_value(sample()).unwrap();
+        for k in [
+            "target",
+            "rate_requested",
+            "send_rate",
+            "echo_rate",
+            "sent",
+            "received",
+            "lost",
+            "loss_pct",
+            "duplicates",
+            "reordered",
+            "corrupted",
+            "latency_us",
+            "latency_uncorrected_us",
+            "duration_s",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        for k in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+            assert!(v["latency_us"][k].is_number(), "latency_us.{k}");
+            assert!(
+                v["latency_uncorrected_us"][k].is_number(),
+                "uncorrected.{k}"
+            );
+        }
+        assert_eq!(v["lost"], 10);
+        assert_eq!(v["loss_pct"], 1.0);
+        assert_eq!(v["send_rate"], 500.0);
+        assert_eq!(v["target"], "127.0.0.1:8888");
+    }
+
+    #[test]
+    fn text_summary_reads_like_sockperf() {
+        let r = sample();
+        let t = r.to_string();
+        for needle in [
+            "Target:             localhost:8888 (127.0.0.1:8888)",
+            "Packets sent:       1000",
+            "Packets lost:       10 (1.000%)",
+            "Duplicates:         2",
+            "Rate asked:         1000 pkt/s",
+            "Send rate:          500.0 pkt/s",
+            "p99.99",
+            "max",
+        ] {
+            assert!(t.contains(needle), "{needle:?} missing in\n{t}");
+        }
+        assert!(!t.contains("Timed out"), "zero extras are left out");
+        assert!(r.fell_behind());
+        assert_eq!(r.warnings(0).len(), 1);
+        assert_eq!(r.warnings(3).len(), 2);
+    }
+
+    #[test]
+    fn late_sender_is_mentioned_even_at_full_rate() {
+        let mut r = sample();
+        r.send_rate = 1000.0;
+        assert!(r.warnings(0).is_empty());
+        r.behind_max_us = 20_000.0;
+        let w = r.warnings(0);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("20.000 ms behind"), "{w:?}");
+    }
+}

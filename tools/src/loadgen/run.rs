@@ -1,0 +1,225 @@
+//! One load test from sockets to report: opens the flows (each its own
+//! source port), fixes the common schedule, starts one thread per
+//! `--threads` with its share of the flows, collects their one-second ticks
+//! on this thread (progress, `.hlog`), then merges the threads' counters and
+//! histograms (`Histogram::add`) into the report.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+use udp_packet_pool::sys::now_monotonic_ns;
+
+use crate::collector::Collector;
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::flow::Flow;
+use crate::hgrm;
+use crate::hlog::HlogWriter;
+use crate::latency::{new_histogram, Percentiles};
+use crate::progress::Progress;
+use crate::report::{Report, RunShape};
+use crate::schedule::Schedule;
+use crate::tally::ThreadResult;
+use crate::worker::{self, WorkerSpec};
+
+/// Time between setting up and packet 0: threads are running by then.
+const START_DELAY_NS: u64 = 20_000_000;
+
+fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Runs the load test described by `cfg` and prints its report.
+pub fn run(cfg: Config) -> io::Result<()> {
+    let mut flows = Vec::with_capacity(cfg.flows as usize);
+    for id in 0..cfg.flows {
+        let f = Flow::open(id, cfg.target).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EMFILE) {
+                " (too many open files: raise `ulimit -n` or use fewer --flows)"
+            } else {
+                ""
+            };
+            io::Error::new(
+                e.kind(),
+                format!("cannot open the UDP socket of flow {id}: {e}{hint}"),
+            )
+        })?;
+        flows.push(f);
+    }
+    // Fail before sending anything if the outputs cannot be written.
+    if let Some(p) = &cfg.hgrm {
+        File::create(p).map_err(context(format!("--hgrm {}", p.display())))?;
+    }
+    let now = now_monotonic_ns();
+    let sched = Schedule {
+        start_ns: now + START_DELAY_NS,
+        rate: cfg.rate,
+        flows: cfg.flows,
+        warmup_ns: cfg.warmup_ns,
+        duration_ns: cfg.duration_ns,
+    };
+    let measure_wall = SystemTime::now() + Duration::from_nanos(sched.measure_start_ns() - now);
+    let mut hlog = match &cfg.hlog {
+        Some(p) => Some(HlogWriter::create(p, measure_wall)?),
+        None => None,
+    };
+
+    // First Ctrl+C: stop sending, drain, report. Second: exit at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        flag::register_conditional_shutdown(sig, 130, interrupted.clone())?;
+        flag::register(sig, interrupted.clone())?;
+        flag::register(sig, stop.clone())?;
+    }
+
+    let progress = Progress::new(cfg.interval_lines);
+    progress.show(&format!(
+        "{} pkt/s to {}: {:.1} s warm-up, {:.1} s measured",
+        cfg.rate,
+        cfg.target,
+        cfg.warmup_ns as f64 / 1e9,
+        cfg.duration_ns as f64 / 1e9,
+    ));
+
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut shares: Vec<Vec<Flow>> = (0..cfg.threads).map(|_| Vec::new()).collect();
+    for f in flows {
+        shares[(f.id % cfg.threads) as usize].push(f);
+    }
+    let mut handles = Vec::with_capacity(shares.len());
+    for (t, flows) in shares.into_iter().enumerate() {
+        let spec = WorkerSpec {
+            thread: t,
+            flows,
+            cfg: cfg.clone(),
+            sched,
+            ticks: tx.clone(),
+            stop: stop.clone(),
+        };
+        let spawned = thread::Builder::new()
+            .name(format!("loadgen-{t}"))
+            .spawn(move || worker::run(spec));
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot start a thread: {e}"),
+                ));
+            }
+        }
+    }
+    drop(tx);
+    let hlog_error = Collector::new(
+        cfg.threads as usize,
+        sched.measure_start_ns(),
+        &progress,
+        hlog.as_mut(),
+    )
+    .run(&rx);
+
+    let mut results: Vec<ThreadResult> = Vec::with_capacity(handles.len());
+    let mut failure = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert(io::Error::other("a sending thread panicked"));
+            }
+        }
+    }
+    progress.finish();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    let (report, corrected) = merge(&cfg, &sched, &results, interrupted.load(Ordering::Relaxed));
+    let not_replies: u64 = results.iter().map(|r| r.counters.not_replies).sum();
+    for w in report.warnings(not_replies) {
+        eprintln!("loadgen: warning: {w}");
+    }
+    let mut out = io::stdout().lock();
+    if cfg.json {
+        serde_json::to_writer_pretty(&mut out, &report).map_err(io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{report}")?;
+    }
+    out.flush()?;
+
+    if let Some(p) = &cfg.hgrm {
+        hgrm::write_file(p, &corrected)?;
+    }
+    if let Some(w) = hlog {
+        w.finish()?;
+    }
+    match hlog_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Adds up the threads' results: the report and the corrected histogram.
+fn merge(
+    cfg: &Config,
+    sched: &Schedule,
+    results: &[ThreadResult],
+    interrupted: bool,
+) -> (Report, Histogram<u64>) {
+    let mut counters = Counters::default();
+    let mut corrected = new_histogram();
+    let mut uncorrected = new_histogram();
+    let mut behind_max_ns = 0;
+    let mut last_send_ns = 0;
+    for r in results {
+        counters += r.counters;
+        // Same bounds everywhere: adding cannot fail.
+        let _ = corrected.add(&r.corrected);
+        let _ = uncorrected.add(&r.uncorrected);
+        behind_max_ns = behind_max_ns.max(r.behind_max_ns);
+        last_send_ns = last_send_ns.max(r.last_send_ns);
+    }
+    // The asked duration, or the real span if the last send came later
+    // (a sender that fell behind), or what ran before an interruption.
+    let span_ns = last_send_ns.saturating_sub(sched.measure_start_ns());
+    let duration_ns = if interrupted {
+        span_ns
+    } else {
+        span_ns.max(cfg.duration_ns)
+    };
+    let report = Report::new(
+        RunShape {
+            target: cfg.target.to_string(),
+            target_arg: cfg.target_arg.clone(),
+            rate: cfg.rate,
+            mode: cfg.mode,
+            protocol: cfg.protocol,
+            flows: cfg.flows,
+            threads: cfg.threads,
+            size: cfg.size,
+            warmup_s: cfg.warmup_ns as f64 / 1e9,
+        },
+        &counters,
+        Percentiles::of(&corrected),
+        Percentiles::of(&uncorrected),
+        duration_ns as f64 / 1e9,
+        behind_max_ns as f64 / 1000.0,
+        interrupted,
+    );
+    (report, corrected)
+}

@@ -1,0 +1,114 @@
+//! The open-loop send schedule (wrk2 model): packet `i` of the run is due
+//! at `start + i / rate`, whatever happened to earlier packets. Packet `i`
+//! belongs to flow `i % flows` with sequence number `i / flows`. Packets due
+//! before `start + warmup` are sent but not measured.
+
+const NS_PER_SEC: u128 = 1_000_000_000;
+
+/// Absolute send times of one run (CLOCK_MONOTONIC nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// When packet 0 is due.
+    pub start_ns: u64,
+    /// Packets per second over all flows.
+    pub rate: u64,
+    /// Number of flows.
+    pub flows: u32,
+    /// Warm-up length.
+    pub warmup_ns: u64,
+    /// Measurement length.
+    pub duration_ns: u64,
+}
+
+impl Schedule {
+    /// Start of the measured part.
+    pub fn measure_start_ns(&self) -> u64 {
+        self.start_ns + self.warmup_ns
+    }
+
+    /// End of the schedule: nothing is due at or after it.
+    pub fn end_ns(&self) -> u64 {
+        self.measure_start_ns() + self.duration_ns
+    }
+
+    /// How many packets the whole run (warm-up included) sends: every `i`
+    /// with `i / rate < warmup + duration`.
+    pub fn total_packets(&self) -> u64 {
+        let span = u128::from(self.warmup_ns + self.duration_ns);
+        (span * u128::from(self.rate)).div_ceil(NS_PER_SEC) as u64
+    }
+
+    /// When packet `i` is due.
+    pub fn intended_ns(&self, i: u64) -> u64 {
+        self.start_ns + (u128::from(i) * NS_PER_SEC / u128::from(self.rate)) as u64
+    }
+
+    /// Global index of `seq` in `flow`.
+    pub fn index(&self, flow: u32, seq: u64) -> u64 {
+        seq * u64::from(self.flows) + u64::from(flow)
+    }
+
+    /// Time between two packets of one flow.
+    pub fn flow_interval_ns(&self) -> u64 {
+        (u128::from(self.flows) * NS_PER_SEC / u128::from(self.rate)) as u64
+    }
+
+    /// Whether a packet intended at `intended_ns` belongs to the results.
+    pub fn is_measured(&self, intended_ns: u64) -> bool {
+        intended_ns >= self.measure_start_ns()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(rate: u64, flows: u32, warmup_ns: u64, duration_ns: u64) -> Schedule {
+        Schedule {
+            start_ns: 1_000,
+            rate,
+            flows,
+            warmup_ns,
+            duration_ns,
+        }
+    }
+
+    #[test]
+    fn packet_count_covers_the_span_exactly() {
+        assert_eq!(sched(1000, 1, 0, 1_000_000_000).total_packets(), 1000);
+        assert_eq!(sched(3, 1, 0, 1_000_000_000).total_packets(), 3);
+        // 1.5 packets' worth of time: packets 0 and 1 are both due inside it.
+        assert_eq!(sched(3, 1, 0, 500_000_000).total_packets(), 2);
+        let s = sched(7, 2, 300_000_000, 1_100_000_000);
+        let n = s.total_packets();
+        assert!(s.intended_ns(n - 1) < s.end_ns());
+        assert!(s.intended_ns(n) >= s.end_ns());
+    }
+
+    #[test]
+    fn warmup_boundary_is_by_intended_time() {
+        let s = sched(10, 1, 250_000_000, 1_000_000_000);
+        let measured: Vec<u64> = (0..s.total_packets())
+            .filter(|&i| s.is_measured(s.intended_ns(i)))
+            .collect();
+        // 0.25 s at 10/s: packets 0, 1 and 2 are warm-up.
+        assert_eq!(measured.first(), Some(&3));
+        assert_eq!(measured.len(), 10);
+    }
+
+    #[test]
+    fn flows_are_round_robin() {
+        let s = sched(100, 4, 0, 1_000_000_000);
+        assert_eq!(s.index(0, 0), 0);
+        assert_eq!(s.index(3, 0), 3);
+        assert_eq!(s.index(1, 2), 9);
+        assert_eq!(s.flow_interval_ns(), 40_000_000);
+        assert_eq!(s.intended_ns(100), 1_000 + 1_000_000_000);
+    }
+
+    #[test]
+    fn huge_indices_do_not_overflow() {
+        let s = sched(1, 1, 0, 1_000_000_000);
+        assert_eq!(s.intended_ns(1 << 33), 1_000 + (1u64 << 33) * 1_000_000_000);
+    }
+}
