@@ -63,7 +63,10 @@ impl Default for ServerConfig {
             verbose: false,
             log_rate: 20,
             io: IoMode::Blocking,
-            buffers: BufferSizes::default(),
+            buffers: BufferSizes {
+                recv: Some(socket::DEFAULT_RECV_BUFFER),
+                send: None,
+            },
         }
     }
 }
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
 /// A running server.
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    recv_buffer: usize,
     stop: Arc<AtomicBool>,
     dump: Arc<AtomicBool>,
     workers: Vec<JoinHandle<io::Result<Counters>>>,
@@ -96,6 +100,7 @@ pub fn start_with(
     }
     let sockets = socket::bind_workers(cfg.bind, cfg.threads, cfg.reuseport, cfg.buffers)?;
     let local_addr = sockets[0].local_addr()?;
+    let recv_buffer = socket2::SockRef::from(&sockets[0]).recv_buffer_size()?;
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
     let (sinks, source) = samples::channels(cfg.threads);
@@ -163,6 +168,7 @@ pub fn start_with(
         .spawn(move || metrics::run(mcfg, source))?;
     Ok(ServerHandle {
         local_addr,
+        recv_buffer,
         stop,
         dump,
         workers: handles,
@@ -174,6 +180,11 @@ impl ServerHandle {
     /// The address the server really bound (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The kernel's receive buffer size per socket (`SO_RCVBUF` as read back).
+    pub fn recv_buffer(&self) -> usize {
+        self.recv_buffer
     }
 
     /// Asks every worker to finish (each notices within 100 ms).

@@ -337,6 +337,22 @@ fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Sets `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (`recv` chooses which), which
+/// ignore the `net.core.[rw]mem_max` caps but need `CAP_NET_ADMIN`.
+pub fn force_buffer_size(fd: RawFd, recv: bool, bytes: usize) -> io::Result<()> {
+    let name = if recv {
+        libc::SO_RCVBUFFORCE
+    } else {
+        libc::SO_SNDBUFFORCE
+    };
+    set_int_opt(
+        fd,
+        libc::SOL_SOCKET,
+        name,
+        bytes.min(i32::MAX as usize) as i32,
+    )
+}
+
 /// Asks the kernel to stamp every datagram on arrival (`SO_TIMESTAMPNS`).
 pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)

@@ -82,10 +82,10 @@ struct Args {
     /// Answer like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). Without it the echo is byte-exact (RFC 862).
     #[arg(long)]
     sockperf: bool,
-    /// SO_RCVBUF request in bytes (the kernel doubles it, capped by net.core.rmem_max).
-    #[arg(long, value_name = "BYTES")]
-    rcvbuf: Option<usize>,
-    /// SO_SNDBUF request in bytes (the kernel doubles it, capped by net.core.wmem_max).
+    /// SO_RCVBUF request in bytes; the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it.
+    #[arg(long, value_name = "BYTES", default_value_t = udp_packet_pool::socket::DEFAULT_RECV_BUFFER)]
+    rcvbuf: usize,
+    /// SO_SNDBUF request in bytes; the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). Default: the kernel's.
     #[arg(long, value_name = "BYTES")]
     sndbuf: Option<usize>,
 }
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
         log_rate: args.log_rate,
         io: args.io,
         buffers: BufferSizes {
-            recv: args.rcvbuf,
+            recv: Some(args.rcvbuf),
             send: args.sndbuf,
         },
     };
@@ -164,7 +164,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     eprintln!(
-        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, {} replies)",
+        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, {} replies)",
         handle.local_addr(),
         cfg.threads,
         if cfg.reuseport {
@@ -177,6 +177,7 @@ fn main() -> ExitCode {
         cfg.packet_size,
         cfg.batch,
         cfg.io,
+        handle.recv_buffer(),
         if sockperf { "sockperf" } else { "byte-exact echo" }
     );
     // Say so when a stop was asked for (the workers notice within 100 ms).
