@@ -65,6 +65,20 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
     let tick = cfg.interval.unwrap_or(Duration::from_millis(200));
     let mut next_tick = start + tick;
     let mut prev = (Counters::default(), 0u64, start);
+    let report = |hist: &Histogram<u64>, cpu: Option<u64>, final_report: bool| {
+        let (t, per, kd) = snapshot(&cfg);
+        let secs = start.elapsed().as_secs_f64();
+        Report::build(
+            &t,
+            &per,
+            kd,
+            hist,
+            cfg.kernel_clock,
+            secs,
+            cpu,
+            final_report,
+        )
+    };
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         match source.rx.recv_timeout(wait) {
@@ -75,48 +89,30 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
                 }
                 source.give_back(batch.worker, batch.samples);
             }
-            Err(RecvTimeoutError::Timeout) => {
-                next_tick += tick;
-                if cfg.dump_now.swap(false, Ordering::Relaxed) {
-                    let (t, per, kd) = snapshot(&cfg);
-                    let r = Report::build(
-                        &t,
-                        &per,
-                        kd,
-                        &total_hist,
-                        cfg.kernel_clock,
-                        start.elapsed().as_secs_f64(),
-                        None,
-                        false,
-                    );
-                    eprint!("{r}");
-                }
-                if cfg.interval.is_some() {
-                    let (t, per, kd) = snapshot(&cfg);
-                    let now = Instant::now();
-                    eprintln!(
-                        "{}",
-                        stats_line(&t, &per, kd, &prev, now, start, &interval_hist)
-                    );
-                    prev = (t, kd, now);
-                }
-                interval_hist.reset();
-            }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        // Checked after every batch too, so a busy channel cannot starve the ticks.
+        if Instant::now() < next_tick {
+            continue;
+        }
+        next_tick += tick;
+        if cfg.dump_now.swap(false, Ordering::Relaxed) {
+            eprint!("{}", report(&total_hist, None, false));
+        }
+        if cfg.interval.is_some() {
+            let (t, per, kd) = snapshot(&cfg);
+            let now = Instant::now();
+            eprintln!(
+                "{}",
+                stats_line(&t, &per, kd, &prev, now, start, &interval_hist)
+            );
+            prev = (t, kd, now);
+        }
+        interval_hist.reset();
     }
-    let (t, per, kd) = snapshot(&cfg);
     let cpu = sys::process_cpu_ns().saturating_sub(cpu_start);
-    Report::build(
-        &t,
-        &per,
-        kd,
-        &total_hist,
-        cfg.kernel_clock,
-        start.elapsed().as_secs_f64(),
-        Some(cpu),
-        true,
-    )
+    report(&total_hist, Some(cpu), true)
 }
 
 /// One periodic statistics line (see the README for how to read it).

@@ -26,7 +26,7 @@ use crate::sys::{self, Epoll, MsgBatch, RecvWait};
 /// How long an idle worker waits before checking for shutdown.
 pub const IDLE_WAKE: Duration = Duration::from_millis(100);
 /// How often samples are flushed to the metrics thread at the latest.
-const FLUSH_NS: u64 = 50_000_000;
+const FLUSH_NS: u64 = 100_000_000;
 
 /// How a worker waits for datagrams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use udp_packet_pool::probe;
 
+mod util;
+
 /// Longest any process may take (a hang guard, not a timing assertion).
 const GUARD: Duration = Duration::from_secs(60);
 
@@ -176,39 +178,13 @@ fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> Option
     None
 }
 
-/// Starts our `server` on an ephemeral loopback port.
-fn start_server(extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-        .args([
-            "--port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--stats-interval",
-            "0",
-            "--threads",
-            "2",
-            "--reuseport",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let lines = lines_of(child.stderr.take().unwrap());
-    let proc = Proc { child };
-    let line = wait_line(&lines, |l| l.contains("listening on "))
-        .expect("server never said 'listening on'");
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    // Keep draining stderr so the server never blocks on a full pipe.
-    thread::spawn(move || for _ in lines {});
-    (proc, addr)
+/// Starts our `server` (2 SO_REUSEPORT workers) on an ephemeral loopback port.
+fn start_server(extra: &[&str]) -> (util::ServerProc, SocketAddr) {
+    let mut args = vec!["--threads", "2", "--reuseport"];
+    args.extend_from_slice(extra);
+    let server = util::ServerProc::start(&args);
+    let addr = server.addr;
+    (server, addr)
 }
 
 const REQUIRED_KEYS: [&str; 14] = [
@@ -245,7 +221,7 @@ fn assert_consistent(r: &Value) {
 #[test]
 fn json_report_against_our_server() {
     let _g = serial();
-    let (mut server, addr) = start_server(&[]);
+    let (server, addr) = start_server(&[]);
     let target = addr.to_string();
     let r = loadgen_json(&[
         "--target",
@@ -269,13 +245,13 @@ fn json_report_against_our_server() {
     assert_eq!(r["target"], target.as_str());
     assert_eq!(count(&r, "rate_requested"), 5000);
     assert!(r["latency_us"]["p50"].is_number(), "{r}");
-    server.interrupt_and_wait();
+    server.stop();
 }
 
 #[test]
 fn text_summary_and_progress_lines() {
     let _g = serial();
-    let (mut server, addr) = start_server(&[]);
+    let (server, addr) = start_server(&[]);
     let target = addr.to_string();
     let out = loadgen(&[
         "--target",
@@ -312,7 +288,7 @@ fn text_summary_and_progress_lines() {
             .any(|l| l.contains("sent") && l.contains("/s")),
         "no progress line in\n{stderr}"
     );
-    server.interrupt_and_wait();
+    server.stop();
 }
 
 /// What the impairing responder did, and what a receiver must therefore see.
@@ -480,7 +456,7 @@ fn impairments_are_counted_exactly() {
 #[test]
 fn hgrm_and_hlog_files_and_merge() {
     let _g = serial();
-    let (mut server, addr) = start_server(&[]);
+    let (server, addr) = start_server(&[]);
     let target = addr.to_string();
     let hgrm = TempFile::new("run.hgrm");
     let a = TempFile::new("a.hlog");
@@ -503,7 +479,7 @@ fn hgrm_and_hlog_files_and_merge() {
     let mut args_b = common.to_vec();
     args_b.extend(["--hlog", b.path()]);
     let rb = loadgen_json(&args_b);
-    server.interrupt_and_wait();
+    server.stop();
 
     let text = std::fs::read_to_string(&hgrm.0).expect("hgrm written");
     assert!(
@@ -545,7 +521,7 @@ fn hgrm_and_hlog_files_and_merge() {
 #[test]
 fn pingpong_mode() {
     let _g = serial();
-    let (mut server, addr) = start_server(&[]);
+    let (server, addr) = start_server(&[]);
     let target = addr.to_string();
     let r = loadgen_json(&[
         "--target",
@@ -567,7 +543,7 @@ fn pingpong_mode() {
     assert!(count(&r, "received") > 0, "{r}");
     assert_eq!(count(&r, "corrupted"), 0, "{r}");
     assert_eq!(r["mode"], "pingpong");
-    server.interrupt_and_wait();
+    server.stop();
 }
 
 fn sockperf_installed() -> bool {
@@ -612,24 +588,24 @@ fn sockperf_protocol() {
     };
 
     // Our server in sockperf reply mode.
-    let (mut server, addr) = start_server(&["--sockperf"]);
+    let (server, addr) = start_server(&["--sockperf"]);
     let r = run(&addr.to_string());
     assert_consistent(&r);
     assert!(count(&r, "received") > 0, "{r}");
     assert_eq!(count(&r, "corrupted"), 0, "{r}");
     assert_eq!(count(&r, "foreign"), 0, "{r}");
     assert_eq!(r["protocol"], "sockperf");
-    server.interrupt_and_wait();
+    server.stop();
 
     // A byte-exact echo server sends our requests back with CLIENT set:
     // never a reply, and loadgen says why.
-    let (mut server, addr) = start_server(&[]);
+    let (server, addr) = start_server(&[]);
     let a = args(&addr.to_string());
     let out = loadgen(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CLIENT flag"), "{stderr}");
-    server.interrupt_and_wait();
+    server.stop();
 
     // sockperf's own server.
     if !sockperf_installed() {

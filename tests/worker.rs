@@ -181,3 +181,45 @@ fn pool_smaller_than_batch_means_smaller_batches_not_exhaustion() {
     assert_eq!(w.pool_mut().stats().exhaustion_events, 0);
     assert_eq!(w.pool_mut().stats().high_water, 2);
 }
+
+#[test]
+fn interrupted_receive_is_retried_not_counted() {
+    use std::os::unix::thread::JoinHandleExt;
+    // A handler for SIGUSR1 so the signal interrupts instead of killing. A
+    // receive with SO_RCVTIMEO set fails with EINTR even under SA_RESTART.
+    let hits = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGUSR1, hits.clone()).unwrap();
+    let (w, server, _, stop) = worker_with_stop(16, 8, IoMode::Blocking);
+    let to = server.local_addr().unwrap();
+    let t = std::thread::spawn(move || w.run());
+    let pthread = t.as_pthread_t();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    for i in 0..20u8 {
+        std::thread::sleep(Duration::from_millis(5));
+        // SAFETY: the worker thread is alive (joined only below) and
+        // SIGUSR1 has a handler installed above.
+        assert_eq!(unsafe { libc::pthread_kill(pthread, libc::SIGUSR1) }, 0);
+        client.send_to(&[i; 3], to).unwrap();
+        assert_eq!(
+            client.recv_from(&mut buf).unwrap().0,
+            3,
+            "echo after signal {i}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let c = t.join().unwrap().expect("EINTR must not end the worker");
+    assert!(
+        hits.load(std::sync::atomic::Ordering::Relaxed),
+        "the signal was delivered"
+    );
+    assert_eq!(
+        c.recv_errors.total(),
+        0,
+        "EINTR is retried, not counted: {c:?}"
+    );
+    assert_eq!((c.rx_packets, c.tx_packets), (20, 20));
+}

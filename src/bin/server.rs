@@ -3,12 +3,12 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
+use signal_hook::iterator::Signals;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, ServerConfig};
 use udp_packet_pool::socket::BufferSizes;
@@ -180,18 +180,25 @@ fn main() -> ExitCode {
         handle.recv_buffer(),
         if sockperf { "sockperf" } else { "byte-exact echo" }
     );
-    // Say so when a stop was asked for (the workers notice within 100 ms).
-    let notice = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            eprintln!("server: shutting down (signal again to exit at once)");
-        })
+    // Say so when a stop signal arrives: a thread blocked on signal-hook's
+    // pipe (no polling, so it never wakes while the server runs).
+    let mut notices = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("server: cannot install signal handlers: {e}");
+            handle.stop();
+            let _ = handle.join();
+            return ExitCode::from(1);
+        }
     };
+    let notices_handle = notices.handle();
+    let notice = std::thread::spawn(move || {
+        if notices.forever().next().is_some() {
+            eprintln!("server: shutting down (signal again to exit at once)");
+        }
+    });
     let result = handle.join();
-    stop.store(true, Ordering::Relaxed);
+    notices_handle.close();
     let _ = notice.join();
     match result {
         Ok(report) => {
