@@ -10,8 +10,11 @@
 //! taken from the directory this executable is in; `tools/sweep` builds
 //! them all in release mode first.
 
+#![deny(unsafe_code)]
+
 mod chart;
 mod output;
+#[allow(unsafe_code)] // the one module that talks to the OS (prctl, kill, sysconf)
 mod procs;
 mod search;
 
