@@ -147,6 +147,7 @@ impl Counters {
         self.pool.high_water += o.pool.high_water;
         self.pool.exhaustion_events += o.pool.exhaustion_events;
         self.pool.total_allocations += o.pool.total_allocations;
+        self.pool.bytes += o.pool.bytes;
     }
 }
 

@@ -97,8 +97,10 @@ impl PacketPool {
         let bytes = capacity
             .checked_mul(packet_size)
             .expect("pool size times packet size overflows");
+        let mut list = FreeList::new(capacity);
+        list.add_bytes(bytes + capacity * std::mem::size_of::<PacketMeta>());
         PacketPool {
-            list: FreeList::new(capacity),
+            list,
             packet_size,
             slab: vec![0u8; bytes].into_boxed_slice(),
             meta: vec![PacketMeta::default(); capacity].into_boxed_slice(),

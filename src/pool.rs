@@ -43,6 +43,10 @@ pub struct PoolStats {
     pub exhaustion_events: u64,
     /// Successful calls to `alloc`.
     pub total_allocations: u64,
+    /// Bytes the pool holds for its whole life: objects plus the free list
+    /// (allocated once at start; compare with a heap allocator's per-chunk
+    /// headers and fragmentation).
+    pub bytes: usize,
 }
 
 /// The index stack behind every pool.
@@ -66,6 +70,7 @@ impl FreeList {
             top: capacity,
             stats: PoolStats {
                 capacity,
+                bytes: capacity * std::mem::size_of::<u32>(),
                 ..PoolStats::default()
             },
         }
@@ -122,6 +127,11 @@ impl FreeList {
         self.stats
     }
 
+    /// Counts `n` more bytes of storage that belong to this pool.
+    pub(crate) fn add_bytes(&mut self, n: usize) {
+        self.stats.bytes += n;
+    }
+
     /// Free slots left.
     pub fn available(&self) -> usize {
         self.top
@@ -139,10 +149,9 @@ impl<T> Pool<T> {
     /// Builds `capacity` objects with `init`, in one allocation.
     pub fn new(capacity: usize, mut init: impl FnMut() -> T) -> Pool<T> {
         let items: Box<[T]> = (0..capacity).map(|_| init()).collect();
-        Pool {
-            list: FreeList::new(capacity),
-            items,
-        }
+        let mut list = FreeList::new(capacity);
+        list.add_bytes(std::mem::size_of_val(&*items));
+        Pool { list, items }
     }
 
     /// See [`FreeList::alloc`].
@@ -260,6 +269,11 @@ mod tests {
         let a = p.get(&s0) as *const u64 as usize;
         let b = p.get(&s1) as *const u64 as usize;
         assert_eq!(b - a, std::mem::size_of::<u64>());
+        assert_eq!(
+            p.stats().bytes,
+            8 * 8 + 8 * 4,
+            "objects plus the index stack"
+        );
         p.free(s0);
         p.free(s1);
     }

@@ -90,6 +90,10 @@ pub struct Report {
     pub latency_clock: &'static str,
     /// Receive-to-echo latency.
     pub latency_us: LatencyUs,
+    /// Memory held by all packet pools (slabs, metadata, free lists), bytes.
+    pub pool_bytes: usize,
+    /// Peak resident set size of the process (`VmHWM`), bytes, if known.
+    pub peak_rss_bytes: Option<u64>,
     /// Process CPU time per received datagram, nanoseconds.
     pub cpu_ns_per_packet: Option<f64>,
     /// Per-worker figures.
@@ -99,6 +103,14 @@ pub struct Report {
     /// True for the report at shutdown; false for a mid-run summary
     /// (SIGHUP), where buffers posted to the receive call are in use.
     pub final_report: bool,
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Name of an errno for reports (`ECONNREFUSED`), or `errno_N`.
@@ -175,6 +187,8 @@ impl Report {
             unaccounted: total.unaccounted(),
             latency_clock: if kernel_clock { "kernel" } else { "user" },
             latency_us: LatencyUs::from_ns(latency),
+            pool_bytes: total.pool.bytes,
+            peak_rss_bytes: peak_rss_bytes(),
             cpu_ns_per_packet: cpu_ns
                 .filter(|_| total.rx_packets > 0)
                 .map(|ns| ns as f64 / total.rx_packets as f64),
@@ -256,11 +270,29 @@ impl fmt::Display for Report {
             if self.unaccounted == 0 { "yes" } else { "NO" },
             self.unaccounted
         )?;
-        writeln!(
+        if l.count == 0 {
+            writeln!(
+                f,
+                "latency us    - (no echoes; {} clock, {} samples lost)",
+                self.latency_clock, self.samples_dropped
+            )?;
+        } else {
+            writeln!(
+                f,
+                "latency us    p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples, {} clock, {} lost)",
+                l.p50, l.p99, l.p999, l.max, l.count, self.latency_clock, self.samples_dropped
+            )?;
+        }
+        let mib = |b: f64| b / (1024.0 * 1024.0);
+        write!(
             f,
-            "latency us    p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples, {} clock, {} lost)",
-            l.p50, l.p99, l.p999, l.max, l.count, self.latency_clock, self.samples_dropped
+            "memory        pools {:.1} MiB",
+            mib(self.pool_bytes as f64)
         )?;
+        match self.peak_rss_bytes {
+            Some(r) => writeln!(f, ", peak RSS {:.1} MiB", mib(r as f64))?,
+            None => writeln!(f)?,
+        }
         if let Some(c) = self.cpu_ns_per_packet {
             writeln!(f, "cpu           {c:.0} ns per received datagram")?;
         }
