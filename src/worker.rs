@@ -265,15 +265,16 @@ impl Worker {
     /// The pool is empty: take one datagram off the socket into scratch
     /// space and count it as dropped, so the books still balance.
     fn discard_one(&mut self) -> io::Result<()> {
-        self.counters.pool = self.pool.stats();
-        // Record the failed allocation as an exhaustion event.
-        if self.pool.alloc().is_some() {
-            unreachable!("pool was empty a moment ago");
+        // This failed allocation is what counts the exhaustion event.
+        if let Some(s) = self.pool.alloc() {
+            self.slots.push(s); // a buffer came back meanwhile: receive normally next round
+            return Ok(());
         }
         // Blocking mode waits up to IDLE_WAKE (SO_RCVTIMEO); the others never wait.
         match self.socket.recv(&mut self.scratch) {
-            Ok(_) => {
+            Ok(n) => {
                 self.counters.rx_packets += 1;
+                self.counters.rx_bytes += n as u64;
                 self.counters.drop(DropReason::PoolExhausted);
                 self.publish(false);
                 Ok(())
