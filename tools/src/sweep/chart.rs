@@ -116,9 +116,18 @@ pub fn write_svg(
         )
         .map_err(|e| err(e.to_string()))?;
     let (top, bottom) = root.split_vertically(490);
+    let limited = rows.iter().filter(|r| r.generator_limited).count();
+    let rate_caption = if limited > 0 {
+        format!(
+            "Max clean rate (loss <= {max_loss_pct}%): {limited} of {} points generator-limited (a lower bound)",
+            rows.len()
+        )
+    } else {
+        format!("Max clean rate (loss <= {max_loss_pct}%)")
+    };
     panel(
         &top,
-        &format!("Max clean rate (loss <= {max_loss_pct}%)"),
+        &rate_caption,
         "max clean rate (k packets/s)",
         &rates,
         &names,
