@@ -34,18 +34,7 @@ fn loadgen_bin() -> &'static str {
 
 /// Waits for `child` up to [`GUARD`], killing it if it hangs.
 fn wait_bounded(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + GUARD;
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("process did not finish within {GUARD:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
+    util::wait_bounded(child, GUARD)
 }
 
 /// Runs `loadgen ARGS` to completion and returns its output.

@@ -282,7 +282,7 @@ fn address_in_use_names_the_address_and_exits_one() {
 #[test]
 fn permission_denied_on_a_low_port_explains_the_fix() {
     // Needs root to drop to an unprivileged user; skipped elsewhere.
-    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false) || unsafe_is_root();
+    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false) || running_as_root();
     let setpriv = std::path::Path::new("/usr/bin/setpriv").exists();
     let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
         .unwrap_or_default();
@@ -316,7 +316,7 @@ fn permission_denied_on_a_low_port_explains_the_fix() {
     );
 }
 
-fn unsafe_is_root() -> bool {
+fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             s.lines()

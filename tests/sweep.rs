@@ -106,6 +106,7 @@ fn small_sweep_writes_csv_json_and_svg() {
         }
         if start.elapsed() > LIMIT {
             // SIGINT first so the sweep cleans up its server and loadgen.
+            // SAFETY: kill(2) on our own, not yet reaped, child; no memory is touched.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
             thread::sleep(Duration::from_secs(3));
             let _ = child.kill();

@@ -134,7 +134,7 @@ impl ServerProc {
     /// Sends a signal to the server.
     pub fn signal(&self, sig: i32) {
         // The libc crate is a dependency of the package, so tests may use it.
-        unsafe_kill(self.pid(), sig);
+        send_signal(self.pid(), sig);
     }
 
     /// Sends `sig` and waits (bounded) for the process to exit.
@@ -151,18 +151,7 @@ impl ServerProc {
     /// Waits (bounded) for the process to exit by itself.
     pub fn wait_exit(mut self) -> Finished {
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + GUARD;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("server did not exit within {GUARD:?}");
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_bounded(&mut child, GUARD);
         let stdout = self.stdout.take().unwrap().join().unwrap();
         while let Ok(l) = self.stderr_lines.recv_timeout(Duration::from_millis(200)) {
             self.stderr_seen.push(l);
@@ -184,7 +173,24 @@ impl Drop for ServerProc {
     }
 }
 
-fn unsafe_kill(pid: i32, sig: i32) {
+/// Waits for `child` up to `limit`; kills it and fails the test if it hangs
+/// (a guard against hangs, not a timing assertion).
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait for child") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process did not finish within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn send_signal(pid: i32, sig: i32) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
     let rc = unsafe { libc::kill(pid, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
