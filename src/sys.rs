@@ -148,14 +148,13 @@ impl MsgBatch {
                 iov_len: size,
             };
             let h = &mut self.recv_hdrs[i];
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut self.recv_iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = mem::size_of::<CmsgBuf>() as _;
-            h.msg_hdr.msg_flags = 0;
+            point_hdr(
+                h,
+                &mut self.names[i],
+                mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                &mut self.recv_iovs[i],
+                (self.cmsgs[i].as_mut_ptr().cast(), mem::size_of::<CmsgBuf>()),
+            );
         }
         // MSG_TRUNC as an input flag makes msg_len the datagram's real length.
         let flags = libc::MSG_TRUNC
@@ -223,14 +222,13 @@ impl MsgBatch {
             };
             let namelen = self.recv_hdrs[i].msg_hdr.msg_namelen;
             let h = &mut self.send_hdrs[k];
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = namelen;
-            h.msg_hdr.msg_iov = &mut self.send_iovs[k];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
+            point_hdr(
+                h,
+                &mut self.names[i],
+                namelen,
+                &mut self.send_iovs[k],
+                (std::ptr::null_mut(), 0),
+            );
         }
         let mut sent = Sent::default();
         let mut k = 0;
@@ -266,6 +264,25 @@ impl MsgBatch {
         }
         sent
     }
+}
+
+/// Points one `mmsghdr` at an address, a single iovec and a control buffer
+/// (`(null, 0)` for none), clearing what the kernel reports back.
+fn point_hdr(
+    h: &mut libc::mmsghdr,
+    name: &mut libc::sockaddr_storage,
+    namelen: libc::socklen_t,
+    iov: &mut libc::iovec,
+    control: (*mut libc::c_void, usize),
+) {
+    h.msg_len = 0;
+    h.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+    h.msg_hdr.msg_namelen = namelen;
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h.msg_hdr.msg_control = control.0;
+    h.msg_hdr.msg_controllen = control.1 as _;
+    h.msg_hdr.msg_flags = 0;
 }
 
 /// Reads `SCM_TIMESTAMPNS` and `SO_RXQ_OVFL` from a received header.

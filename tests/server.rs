@@ -187,7 +187,7 @@ fn sighup_prints_summary_and_keeps_serving() {
 
 #[test]
 fn periodic_stats_line_goes_to_stderr_and_json_stays_clean() {
-    let mut srv = ServerProc::start_cmd(Command::new(server_bin()).args([
+    let mut srv = ServerProc::start_exact(&[
         "--port",
         "0",
         "--bind",
@@ -197,7 +197,7 @@ fn periodic_stats_line_goes_to_stderr_and_json_stays_clean() {
         "--stats-interval",
         "0.1",
         "--json",
-    ]));
+    ]);
     let c = client_socket(srv.addr);
     assert_eq!(echo(&c, srv.addr, b"hi"), b"hi");
     let line = srv
@@ -241,7 +241,7 @@ fn dual_stack_bind_serves_ipv4_and_ipv6() {
         eprintln!("no IPv6 on this host; skipping");
         return;
     }
-    let srv = ServerProc::start_cmd(Command::new(server_bin()).args([
+    let srv = ServerProc::start_exact(&[
         "--port",
         "0",
         "--bind",
@@ -250,7 +250,7 @@ fn dual_stack_bind_serves_ipv4_and_ipv6() {
         "0",
         "--threads",
         "2",
-    ]));
+    ]);
     let port = srv.addr.port();
     let v4 = client_socket(format!("127.0.0.1:{port}").parse().unwrap());
     assert_eq!(
@@ -344,7 +344,7 @@ fn usage_errors_exit_two_and_name_the_flag() {
 #[test]
 fn positional_port_like_the_seed() {
     // `server PORT` as in the seed's `./server 8888` (here port 0: any free port).
-    let srv = ServerProc::start_cmd(Command::new(server_bin()).args([
+    let srv = ServerProc::start_exact(&[
         "0",
         "--bind",
         "127.0.0.1",
@@ -352,7 +352,7 @@ fn positional_port_like_the_seed() {
         "1",
         "--stats-interval",
         "0",
-    ]));
+    ]);
     let c = client_socket(srv.addr);
     assert_eq!(echo(&c, srv.addr, b"seed"), b"seed");
     assert!(srv.stop().status.success());

@@ -51,6 +51,11 @@ impl ServerProc {
         )
     }
 
+    /// Starts `server ARGS...` with no defaults added.
+    pub fn start_exact(args: &[&str]) -> ServerProc {
+        Self::start_cmd(Command::new(server_bin()).args(args))
+    }
+
     /// Starts the given command (which must run the server) and waits for
     /// its `listening on` line.
     pub fn start_cmd(cmd: &mut Command) -> ServerProc {

@@ -25,6 +25,24 @@ fn empty_iovec() -> libc::iovec {
     }
 }
 
+/// Points one `mmsghdr` at an address (null for none) and a single iovec,
+/// with no control buffer, clearing what the kernel reports back.
+fn point_hdr(
+    h: &mut libc::mmsghdr,
+    name: *mut libc::c_void,
+    namelen: libc::socklen_t,
+    iov: *mut libc::iovec,
+) {
+    h.msg_len = 0;
+    h.msg_hdr.msg_name = name;
+    h.msg_hdr.msg_namelen = namelen;
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h.msg_hdr.msg_control = std::ptr::null_mut();
+    h.msg_hdr.msg_controllen = 0;
+    h.msg_hdr.msg_flags = 0;
+}
+
 /// Pre-allocated headers for sending up to `cap` datagrams to one address
 /// per `sendmmsg` call.
 pub struct SendBatch {
@@ -72,14 +90,7 @@ impl SendBatch {
         let name = self.addr.as_ptr() as *mut libc::c_void;
         let namelen = self.addr.len();
         for (i, h) in self.hdrs[..n].iter_mut().enumerate() {
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = name;
-            h.msg_hdr.msg_namelen = namelen;
-            h.msg_hdr.msg_iov = iov_base.wrapping_add(i);
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
+            point_hdr(h, name, namelen, iov_base.wrapping_add(i));
         }
         // SAFETY: the first `n` headers are fully initialised just above:
         // each points at one iovec of `self.iovs` (live, not otherwise
@@ -142,14 +153,7 @@ impl RecvBatch {
         }
         let iov_base = self.iovs.as_mut_ptr();
         for (i, h) in self.hdrs.iter_mut().enumerate() {
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = std::ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            h.msg_hdr.msg_iov = iov_base.wrapping_add(i);
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
+            point_hdr(h, std::ptr::null_mut(), 0, iov_base.wrapping_add(i));
         }
         // SAFETY: every header points at its own iovec in `self.iovs`, and
         // iovec i at bytes [i*slot, (i+1)*slot) of `self.buf`, which holds
