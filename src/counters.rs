@@ -4,26 +4,31 @@
 //! copy into its [`SharedCounters`] once per batch with `try_lock`: if the
 //! metrics thread happens to hold the lock, the worker skips that publish
 //! and never waits. Every received datagram lands in exactly one of
-//! `tx_packets`, `drops[reason]` or `send_errors[kind]`, so
-//! [`Counters::unaccounted`] is zero whenever a batch is finished.
+//! `tx_packets`, `drops[reason]` or `send_errors[kind]`, or is still held
+//! in the worker's send backlog (`backlog`), so [`Counters::unaccounted`]
+//! is zero whenever a round is finished.
 
 use parking_lot::Mutex;
 
 use crate::pool::PoolStats;
 use crate::process::DropReason;
-use crate::sys::SendError;
+use crate::io::SendError;
 
-/// Send error kinds, in report order.
-pub const SEND_ERROR_NAMES: [&str; 5] =
-    ["would_block", "no_bufs", "unreachable", "denied", "other"];
+/// Send error kinds (echoes given up on), in report order.
+pub const SEND_ERROR_NAMES: [&str; 3] = ["unreachable", "denied", "other"];
+
+/// Send stall kinds (the socket refused some of a send attempt; the
+/// datagrams stay in the backlog), in report order.
+pub const SEND_STALL_NAMES: [&str; 3] = ["would_block", "no_bufs", "partial"];
+
+/// Which stall a partial `sendmmsg` count is.
+pub const STALL_PARTIAL: usize = 2;
 
 fn send_error_index(e: SendError) -> usize {
     match e {
-        SendError::WouldBlock => 0,
-        SendError::NoBufs => 1,
-        SendError::Unreachable => 2,
-        SendError::Denied => 3,
-        SendError::Other => 4,
+        SendError::Unreachable => 0,
+        SendError::Denied => 1,
+        SendError::Other | SendError::WouldBlock | SendError::NoBufs => 2,
     }
 }
 
@@ -87,8 +92,21 @@ pub struct Counters {
     pub tx_bytes: u64,
     /// Datagrams not echoed, by [`DropReason::index`].
     pub drops: [u64; DropReason::ALL.len()],
-    /// Echoes the kernel refused, by [`SEND_ERROR_NAMES`] index.
-    pub send_errors: [u64; 5],
+    /// Echoes the kernel refused for good, by [`SEND_ERROR_NAMES`] index.
+    pub send_errors: [u64; 3],
+    /// Send attempts the socket refused in part or whole (backpressure),
+    /// by [`SEND_STALL_NAMES`] index. Not datagrams: they stay held.
+    pub send_stalls: [u64; 3],
+    /// Echoes held in the send backlog right now.
+    pub backlog: usize,
+    /// Most echoes held in the send backlog at once.
+    pub backlog_high_water: usize,
+    /// Waits that returned with the socket readable (epoll mode, or while a
+    /// backlog is held).
+    pub wakeups: u64,
+    /// Of those, the ones where the receive then found nothing (another
+    /// worker took the datagram): wasted wake-ups.
+    pub spurious_wakeups: u64,
     /// Failed receive calls (not datagrams), by errno. `EINTR` is retried
     /// and a receive timeout is idleness; neither is counted.
     pub recv_errors: ErrnoTable,
@@ -107,10 +125,23 @@ impl Counters {
         self.drops[reason.index()] += 1;
     }
 
-    /// Counts a failed echo.
+    /// Counts an echo given up on (a backpressure kind counts as `other`:
+    /// the backlog never gives up on those).
     #[inline]
     pub fn send_error(&mut self, e: SendError) {
         self.send_errors[send_error_index(e)] += 1;
+    }
+
+    /// Counts a send attempt the socket refused in part (`STALL_PARTIAL`)
+    /// or whole (`EAGAIN`, `ENOBUFS`).
+    #[inline]
+    pub fn send_stall(&mut self, e: Option<SendError>) {
+        let i = match e {
+            Some(SendError::NoBufs) => 1,
+            Some(_) => 0,
+            None => STALL_PARTIAL,
+        };
+        self.send_stalls[i] += 1;
     }
 
     /// All drops.
@@ -123,9 +154,16 @@ impl Counters {
         self.send_errors.iter().sum()
     }
 
-    /// received - (echoed + dropped + send errors): zero when the books balance.
+    /// All send stalls.
+    pub fn stalled(&self) -> u64 {
+        self.send_stalls.iter().sum()
+    }
+
+    /// received - (echoed + dropped + send errors + held in the backlog):
+    /// zero when the books balance.
     pub fn unaccounted(&self) -> i64 {
-        self.rx_packets as i64 - (self.tx_packets + self.dropped() + self.send_failed()) as i64
+        self.rx_packets as i64
+            - (self.tx_packets + self.dropped() + self.send_failed() + self.backlog as u64) as i64
     }
 
     /// Adds another worker's counters (pool figures are summed too).
@@ -140,6 +178,13 @@ impl Counters {
         for (a, b) in self.send_errors.iter_mut().zip(o.send_errors) {
             *a += b;
         }
+        for (a, b) in self.send_stalls.iter_mut().zip(o.send_stalls) {
+            *a += b;
+        }
+        self.backlog += o.backlog;
+        self.backlog_high_water += o.backlog_high_water;
+        self.wakeups += o.wakeups;
+        self.spurious_wakeups += o.spurious_wakeups;
         self.recv_errors.merge(&o.recv_errors);
         self.samples_dropped += o.samples_dropped;
         self.pool.capacity += o.pool.capacity;
@@ -210,8 +255,12 @@ mod tests {
             ..Default::default()
         };
         c.drop(DropReason::Truncated);
-        c.send_error(SendError::NoBufs);
+        c.send_error(SendError::Denied);
+        c.send_stall(Some(SendError::NoBufs));
         assert_eq!(c.unaccounted(), 1);
+        c.backlog = 1;
+        assert_eq!(c.unaccounted(), 0);
+        c.backlog = 0;
         c.drop(DropReason::PoolExhausted);
         assert_eq!(c.unaccounted(), 0);
         let mut total = Counters::default();

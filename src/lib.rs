@@ -3,16 +3,19 @@
 //! generator that measure it.
 //!
 //! The path of a datagram is: [`socket`] (bound sockets) -> [`worker`]
-//! (batched receive into [`packet::PacketPool`] buffers via [`sys`]) ->
-//! [`process`] (per-packet verdict: echo or a named drop) -> batched echo ->
-//! buffers back to the pool. Latency samples go to [`metrics`] over a bounded
-//! channel; [`server`] wires it together.
+//! (batched receive into [`packet::PacketPool`] buffers via [`io`]) ->
+//! [`process`] (per-packet verdict: echo or a named drop) -> [`backlog`]
+//! (batched echo; what the socket refuses stays held) -> buffers back to
+//! the pool. Latency samples go to [`metrics`] over a bounded channel;
+//! [`server`] wires it together.
 //!
-//! All `unsafe` lives in [`sys`], the one module that talks to the OS.
+//! All `unsafe` lives in [`io`], the one module that talks to the OS.
 #![deny(unsafe_code)]
 
+pub mod backlog;
 pub mod client;
 pub mod counters;
+pub mod io;
 pub mod logging;
 pub mod metrics;
 pub mod packet;
@@ -24,5 +27,4 @@ pub mod samples;
 pub mod server;
 pub mod socket;
 pub mod sockperf;
-pub mod sys;
 pub mod worker;

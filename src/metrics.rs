@@ -6,6 +6,8 @@
 //! dropped its end of the channel, so its final report includes everything
 //! the workers counted.
 
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use crate::counters::{Counters, SharedCounters};
 use crate::process::DropReason;
 use crate::report::{LatencyUs, Report};
 use crate::samples::SampleSource;
-use crate::sys;
+use crate::io::process_cpu_ns;
 
 /// Largest latency the histograms hold: 60 s in nanoseconds.
 const MAX_NS: u64 = 60_000_000_000;
@@ -28,7 +30,10 @@ pub struct MetricsConfig {
     pub interval: Option<Duration>,
     /// Each worker's published counters.
     pub workers: Vec<Arc<SharedCounters>>,
-    /// All workers share one socket (so they share one kernel drop counter).
+    /// One handle per distinct socket (one when the workers share a
+    /// socket), read for the kernel's exact drop counter (`SO_MEMINFO`).
+    pub sockets: Vec<UdpSocket>,
+    /// All workers share one socket (so they share one `SO_RXQ_OVFL` counter).
     pub shared_socket: bool,
     /// Latency comes from kernel timestamps.
     pub kernel_clock: bool,
@@ -41,43 +46,62 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_NS, 3).expect("valid histogram bounds")
 }
 
-fn snapshot(cfg: &MetricsConfig) -> (Counters, Vec<Counters>, u64) {
+/// Everything the workers and the kernel say at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// All workers' counters added up.
+    pub total: Counters,
+    /// Each worker's counters.
+    pub per: Vec<Counters>,
+    /// The kernel's drop counters (`SO_MEMINFO`), summed over sockets: exact.
+    pub kernel_drops: u64,
+    /// The last `SO_RXQ_OVFL` values the workers saw, summed over sockets:
+    /// only as current as the last datagram queued.
+    pub rxq_ovfl: u64,
+}
+
+/// Reads the kernel's drop counter of every socket and adds them up.
+fn socket_drops(sockets: &[UdpSocket]) -> u64 {
+    sockets
+        .iter()
+        .filter_map(|s| crate::io::socket_drops(s.as_raw_fd()).ok())
+        .map(u64::from)
+        .sum()
+}
+
+fn snapshot(cfg: &MetricsConfig) -> Snapshot {
     let per: Vec<Counters> = cfg.workers.iter().map(|w| w.snapshot()).collect();
     let mut total = Counters::default();
     for c in &per {
         total.merge(c);
     }
     let kd = per.iter().filter_map(|c| c.kernel_drops.map(u64::from));
-    let kernel_drops = if cfg.shared_socket {
+    let rxq_ovfl = if cfg.shared_socket {
         kd.max().unwrap_or(0)
     } else {
         kd.sum()
     };
-    (total, per, kernel_drops)
+    Snapshot {
+        total,
+        per,
+        kernel_drops: socket_drops(&cfg.sockets),
+        rxq_ovfl,
+    }
 }
 
 /// Runs until every worker has hung up, then returns the final report.
 pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
     let start = Instant::now();
-    let cpu_start = sys::process_cpu_ns();
+    let cpu_start = process_cpu_ns();
     let mut total_hist = histogram();
     let mut interval_hist = histogram();
     let tick = cfg.interval.unwrap_or(Duration::from_millis(200));
     let mut next_tick = start + tick;
-    let mut prev = (Counters::default(), 0u64, start);
+    let mut prev = (Snapshot::default(), start);
     let report = |hist: &Histogram<u64>, cpu: Option<u64>, final_report: bool| {
-        let (t, per, kd) = snapshot(&cfg);
+        let snap = snapshot(&cfg);
         let secs = start.elapsed().as_secs_f64();
-        Report::build(
-            &t,
-            &per,
-            kd,
-            hist,
-            cfg.kernel_clock,
-            secs,
-            cpu,
-            final_report,
-        )
+        Report::build(&snap, hist, cfg.kernel_clock, secs, cpu, final_report)
     };
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
@@ -101,35 +125,35 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
             eprint!("{}", report(&total_hist, None, false));
         }
         if cfg.interval.is_some() {
-            let (t, per, kd) = snapshot(&cfg);
+            let snap = snapshot(&cfg);
             let now = Instant::now();
             eprintln!(
                 "{}",
-                stats_line(&t, &per, kd, &prev, now, start, &interval_hist)
+                stats_line(&snap, &prev, now, start, &interval_hist)
             );
-            prev = (t, kd, now);
+            prev = (snap, now);
         }
         interval_hist.reset();
     }
-    let cpu = sys::process_cpu_ns().saturating_sub(cpu_start);
+    let cpu = process_cpu_ns().saturating_sub(cpu_start);
     report(&total_hist, Some(cpu), true)
 }
 
 /// One periodic statistics line (see the README for how to read it).
 fn stats_line(
-    t: &Counters,
-    per: &[Counters],
-    kernel_drops: u64,
-    prev: &(Counters, u64, Instant),
+    snap: &Snapshot,
+    prev: &(Snapshot, Instant),
     now: Instant,
     start: Instant,
     h: &Histogram<u64>,
 ) -> String {
-    let dt = now.duration_since(prev.2).as_secs_f64().max(1e-9);
+    let (t, per) = (&snap.total, &snap.per);
+    let p = &prev.0.total;
+    let dt = now.duration_since(prev.1).as_secs_f64().max(1e-9);
     let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / dt;
     let mut drops = String::new();
     for r in DropReason::ALL {
-        let d = t.drops[r.index()] - prev.0.drops[r.index()];
+        let d = t.drops[r.index()] - p.drops[r.index()];
         if d > 0 {
             drops.push_str(&format!(" {}={}", r.name(), d));
         }
@@ -151,16 +175,21 @@ fn stats_line(
         )
     };
     format!(
-        "[{:>7.1}s] rx {:.0}/s {:.2} MB/s | tx {:.0}/s {:.2} MB/s | drops{} | send_err {} recv_err {} | kernel_drops {} | pool in-use/hw {} exh {} | {}",
+        "[{:>7.1}s] rx {:.0}/s {:.2} MB/s | tx {:.0}/s {:.2} MB/s | drops{} | send_err {} recv_err {} | kernel_drops {} | backlog {} hw {} stalls {} | wake {} spurious {} | pool in-use/hw {} exh {} | {}",
         now.duration_since(start).as_secs_f64(),
-        rate(t.rx_packets, prev.0.rx_packets),
-        rate(t.rx_bytes, prev.0.rx_bytes) / 1e6,
-        rate(t.tx_packets, prev.0.tx_packets),
-        rate(t.tx_bytes, prev.0.tx_bytes) / 1e6,
+        rate(t.rx_packets, p.rx_packets),
+        rate(t.rx_bytes, p.rx_bytes) / 1e6,
+        rate(t.tx_packets, p.tx_packets),
+        rate(t.tx_bytes, p.tx_bytes) / 1e6,
         drops,
-        t.send_failed() - prev.0.send_failed(),
-        t.recv_errors.total() - prev.0.recv_errors.total(),
-        kernel_drops.saturating_sub(prev.1),
+        t.send_failed() - p.send_failed(),
+        t.recv_errors.total() - p.recv_errors.total(),
+        snap.kernel_drops.saturating_sub(prev.0.kernel_drops),
+        t.backlog,
+        t.backlog_high_water,
+        t.stalled() - p.stalled(),
+        t.wakeups - p.wakeups,
+        t.spurious_wakeups - p.spurious_wakeups,
         pools.join(","),
         t.pool.exhaustion_events,
         lat,

@@ -8,6 +8,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
+use crate::io::slab::Slab;
 use crate::pool::{FreeList, PoolStats, Slot};
 
 /// Default buffer size in bytes (the seed's `PACKET_SIZE`).
@@ -87,7 +88,7 @@ impl PacketBuffer<'_> {
 pub struct PacketPool {
     list: FreeList,
     packet_size: usize,
-    slab: Box<[u8]>,
+    slab: Slab,
     meta: Box<[PacketMeta]>,
 }
 
@@ -102,7 +103,7 @@ impl PacketPool {
         PacketPool {
             list,
             packet_size,
-            slab: vec![0u8; bytes].into_boxed_slice(),
+            slab: Slab::new(bytes),
             meta: vec![PacketMeta::default(); capacity].into_boxed_slice(),
         }
     }
@@ -134,18 +135,17 @@ impl PacketPool {
         self.list.available()
     }
 
-    fn range(&self, slot: &Slot) -> std::ops::Range<usize> {
+    fn offset(&self, slot: &Slot) -> usize {
         assert!(self.list.owns(slot), "slot from another pool");
-        let start = slot.index() * self.packet_size;
-        start..start + self.packet_size
+        slot.index() * self.packet_size
     }
 
     /// The buffer and metadata behind `slot`.
     #[inline]
     pub fn buffer(&mut self, slot: &Slot) -> PacketBuffer<'_> {
-        let r = self.range(slot);
+        let start = self.offset(slot);
         PacketBuffer {
-            data: &mut self.slab[r],
+            data: self.slab.slice_mut(start, self.packet_size),
             meta: &mut self.meta[slot.index()],
         }
     }
@@ -164,12 +164,13 @@ impl PacketPool {
         &mut self.meta[slot.index()]
     }
 
-    /// Start of `slot`'s bytes, for the receive and send calls in `sys`,
-    /// which hold `&mut PacketPool` while the kernel uses the pointer.
+    /// Start of `slot`'s bytes, derived from the slab's one base pointer,
+    /// for the receive and send calls in `io`, which hold `&mut PacketPool`
+    /// while the kernel uses the pointer.
     #[inline]
     pub(crate) fn data_ptr(&mut self, slot: &Slot) -> *mut u8 {
-        let r = self.range(slot);
-        self.slab[r].as_mut_ptr()
+        let start = self.offset(slot);
+        self.slab.ptr(start)
     }
 }
 

@@ -22,16 +22,20 @@ pub enum DropReason {
     Malformed,
     /// Refused by a filter stage.
     Filtered,
+    /// Held in the send backlog longer than `--send-deadline` (the socket
+    /// kept refusing it), or still held at shutdown.
+    SendDeadline,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Truncated,
         DropReason::PoolExhausted,
         DropReason::SockperfNoReply,
         DropReason::Malformed,
         DropReason::Filtered,
+        DropReason::SendDeadline,
     ];
 
     /// Stable snake_case name used in the statistics line and JSON.
@@ -42,6 +46,7 @@ impl DropReason {
             DropReason::SockperfNoReply => "sockperf_no_reply",
             DropReason::Malformed => "malformed",
             DropReason::Filtered => "filtered",
+            DropReason::SendDeadline => "send_deadline",
         }
     }
 
@@ -149,6 +154,7 @@ mod tests {
             assert_eq!(r.index(), i);
         }
         let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), DropReason::ALL.len());
     }

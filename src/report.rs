@@ -7,7 +7,8 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::counters::{Counters, SEND_ERROR_NAMES};
+use crate::counters::{SEND_ERROR_NAMES, SEND_STALL_NAMES};
+use crate::metrics::Snapshot;
 use crate::pool::PoolStats;
 use crate::process::DropReason;
 
@@ -57,6 +58,8 @@ pub struct WorkerReport {
     pub tx_packets: u64,
     /// Its pool at exit.
     pub pool: PoolStats,
+    /// Most echoes its send backlog held at once.
+    pub backlog_high_water: usize,
     /// Every buffer was back in the pool when it exited.
     pub buffers_returned: bool,
 }
@@ -76,15 +79,32 @@ pub struct Report {
     pub tx_bytes: u64,
     /// Datagrams not echoed, by reason.
     pub drops: BTreeMap<&'static str, u64>,
-    /// Echoes the kernel refused, by kind.
+    /// Echoes given up on (the kernel refused them for good), by kind.
     pub send_errors: BTreeMap<&'static str, u64>,
+    /// Send attempts the socket refused in part or whole, by kind; the
+    /// datagrams stayed in the send backlog (backpressure, not loss).
+    pub send_stalls: BTreeMap<&'static str, u64>,
+    /// Echoes held in send backlogs when the report was made (0 at shutdown).
+    pub backlog: usize,
     /// Failed receive calls, by errno name.
     pub recv_errors: BTreeMap<String, u64>,
-    /// Datagrams the kernel dropped before we saw them (`SO_RXQ_OVFL`).
+    /// Datagrams the kernel dropped for the server's sockets before the
+    /// server saw them: the sockets' own counters (`SO_MEMINFO`, the
+    /// `drops` column of `/proc/net/udp`), read when the report is made.
     pub kernel_drops: u64,
+    /// The same counter as last attached to a received datagram
+    /// (`SO_RXQ_OVFL`): misses drops after the last datagram queued.
+    pub kernel_drops_rxq_ovfl: u64,
+    /// Datagrams that reached the server's sockets: received + kernel drops.
+    pub reached_socket: u64,
+    /// Waits that returned readable (epoll mode, or while a backlog was held).
+    pub wakeups: u64,
+    /// Of those, the ones whose receive found nothing: wasted wake-ups.
+    pub spurious_wakeups: u64,
     /// Latency samples lost on the way to the metrics thread.
     pub samples_dropped: u64,
-    /// received - echoed - dropped - send errors (zero when reconciled).
+    /// received - echoed - dropped - send errors - held in backlogs (zero
+    /// when reconciled).
     pub unaccounted: i64,
     /// Where latency timestamps came from: "kernel" (`SO_TIMESTAMPNS`) or "user".
     pub latency_clock: &'static str,
@@ -103,6 +123,9 @@ pub struct Report {
     /// True for the report at shutdown; false for a mid-run summary
     /// (SIGHUP), where buffers posted to the receive call are in use.
     pub final_report: bool,
+    /// Workers that failed (panicked or lost their socket), with the error;
+    /// empty on a clean run.
+    pub worker_failures: Vec<String>,
 }
 
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`).
@@ -133,18 +156,16 @@ pub fn errno_name(errno: i32) -> String {
 }
 
 impl Report {
-    /// Assembles the report from merged counters and per-worker ones.
-    #[allow(clippy::too_many_arguments)]
+    /// Assembles the report from a snapshot of the workers and the kernel.
     pub fn build(
-        total: &Counters,
-        per_worker: &[Counters],
-        kernel_drops: u64,
+        snap: &Snapshot,
         latency: &Histogram<u64>,
         kernel_clock: bool,
         duration_s: f64,
         cpu_ns: Option<u64>,
         final_report: bool,
     ) -> Report {
+        let (total, per_worker) = (&snap.total, &snap.per);
         let drops = DropReason::ALL
             .iter()
             .map(|r| (r.name(), total.drops[r.index()]))
@@ -152,6 +173,11 @@ impl Report {
         let send_errors = SEND_ERROR_NAMES
             .iter()
             .zip(total.send_errors)
+            .map(|(n, v)| (*n, v))
+            .collect();
+        let send_stalls = SEND_STALL_NAMES
+            .iter()
+            .zip(total.send_stalls)
             .map(|(n, v)| (*n, v))
             .collect();
         let mut recv_errors: BTreeMap<String, u64> = total
@@ -170,6 +196,7 @@ impl Report {
                 rx_packets: c.rx_packets,
                 tx_packets: c.tx_packets,
                 pool: c.pool,
+                backlog_high_water: c.backlog_high_water,
                 buffers_returned: c.pool.in_use == 0,
             })
             .collect();
@@ -181,8 +208,14 @@ impl Report {
             tx_bytes: total.tx_bytes,
             drops,
             send_errors,
+            send_stalls,
+            backlog: total.backlog,
             recv_errors,
-            kernel_drops,
+            kernel_drops: snap.kernel_drops,
+            kernel_drops_rxq_ovfl: snap.rxq_ovfl,
+            reached_socket: total.rx_packets + snap.kernel_drops,
+            wakeups: total.wakeups,
+            spurious_wakeups: total.spurious_wakeups,
             samples_dropped: total.samples_dropped,
             unaccounted: total.unaccounted(),
             latency_clock: if kernel_clock { "kernel" } else { "user" },
@@ -195,6 +228,7 @@ impl Report {
             buffers_returned: workers.iter().all(|w| w.buffers_returned),
             workers,
             final_report,
+            worker_failures: Vec::new(),
         }
     }
 
@@ -206,6 +240,11 @@ impl Report {
     /// Failed echoes, all kinds.
     pub fn send_failed(&self) -> u64 {
         self.send_errors.values().sum()
+    }
+
+    /// Send stalls, all kinds.
+    pub fn stalled(&self) -> u64 {
+        self.send_stalls.values().sum()
     }
 }
 
@@ -258,17 +297,34 @@ impl fmt::Display for Report {
             self.send_failed(),
             nonzero(&self.send_errors)
         )?;
+        writeln!(
+            f,
+            "send stalls   {} ({}); held now {}",
+            self.stalled(),
+            nonzero(&self.send_stalls),
+            self.backlog
+        )?;
         writeln!(f, "recv errors   {}", nonzero(&self.recv_errors))?;
         writeln!(
             f,
-            "kernel drops  {} (SO_RXQ_OVFL, before the server saw them)",
-            self.kernel_drops
+            "kernel drops  {} (socket counters, SO_MEMINFO; SO_RXQ_OVFL last said {})",
+            self.kernel_drops, self.kernel_drops_rxq_ovfl
         )?;
         writeln!(
             f,
-            "reconciled    {} (received - echoed - dropped - send errors = {})",
+            "reached       {} datagrams reached the sockets = {} received + {} kernel drops",
+            self.reached_socket, self.rx_packets, self.kernel_drops
+        )?;
+        writeln!(
+            f,
+            "reconciled    {} (received - echoed - dropped - send errors - held = {})",
             if self.unaccounted == 0 { "yes" } else { "NO" },
             self.unaccounted
+        )?;
+        writeln!(
+            f,
+            "wake-ups      {} ({} spurious: woken, nothing to receive)",
+            self.wakeups, self.spurious_wakeups
         )?;
         if l.count == 0 {
             writeln!(
@@ -299,7 +355,7 @@ impl fmt::Display for Report {
         for w in &self.workers {
             writeln!(
                 f,
-                "worker {:<3}    rx {} tx {} pool {}/{} high-water {} exhausted {} allocs {} {}",
+                "worker {:<3}    rx {} tx {} pool {}/{} high-water {} exhausted {} backlog high-water {} allocs {} {}",
                 w.id,
                 w.rx_packets,
                 w.tx_packets,
@@ -307,6 +363,7 @@ impl fmt::Display for Report {
                 w.pool.capacity,
                 w.pool.high_water,
                 w.pool.exhaustion_events,
+                w.backlog_high_water,
                 w.pool.total_allocations,
                 match (self.final_report, w.buffers_returned) {
                     (false, _) => "(in use: posted to the receive call)",
@@ -314,6 +371,9 @@ impl fmt::Display for Report {
                     (true, false) => "returned NO",
                 }
             )?;
+        }
+        for e in &self.worker_failures {
+            writeln!(f, "FAILED        {e}")?;
         }
         Ok(())
     }

@@ -3,11 +3,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crate::backlog::DEFAULT_SEND_DEADLINE;
 use crate::counters::{Counters, SharedCounters};
 use crate::logging::PacketLog;
 use crate::metrics::{self, MetricsConfig};
@@ -45,6 +47,8 @@ pub struct ServerConfig {
     pub io: IoMode,
     /// Kernel socket buffer requests.
     pub buffers: BufferSizes,
+    /// Longest an echo may wait in a worker's send backlog.
+    pub send_deadline: Duration,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +71,7 @@ impl Default for ServerConfig {
                 recv: Some(socket::DEFAULT_RECV_BUFFER),
                 send: None,
             },
+            send_deadline: DEFAULT_SEND_DEADLINE,
         }
     }
 }
@@ -77,7 +82,7 @@ pub struct ServerHandle {
     recv_buffer: usize,
     stop: Arc<AtomicBool>,
     dump: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<io::Result<Counters>>>,
+    workers: Vec<JoinHandle<Result<Counters, String>>>,
     metrics: JoinHandle<Report>,
 }
 
@@ -100,6 +105,13 @@ pub fn start_with(
     }
     let sockets = socket::bind_workers(cfg.bind, cfg.threads, cfg.reuseport, cfg.buffers)?;
     let local_addr = sockets[0].local_addr()?;
+    // The metrics thread reads each distinct socket's drop counter through
+    // its own handle, which also keeps the socket open for the final read.
+    let distinct = if cfg.reuseport { sockets.len() } else { 1 };
+    let drop_counters = sockets[..distinct]
+        .iter()
+        .map(|s| s.try_clone())
+        .collect::<io::Result<Vec<_>>>()?;
     let recv_buffer = socket2::SockRef::from(&sockets[0]).recv_buffer_size()?;
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
@@ -120,7 +132,7 @@ pub fn start_with(
             p = p.with(PacketLog::new(id, cfg.log_rate));
         }
         let pool = PacketPool::new(cfg.pool_size, cfg.packet_size);
-        let w = Worker::new(
+        let mut w = Worker::new(
             id,
             sock,
             cfg.io,
@@ -131,6 +143,7 @@ pub fn start_with(
             counters,
             stop.clone(),
         )?;
+        w.set_send_deadline(cfg.send_deadline);
         kernel_clock &= w.kernel_clock();
         workers.push(w);
     }
@@ -147,9 +160,20 @@ pub fn start_with(
                             log::warn!("worker {}: could not pin to core {}", w.id(), c.id);
                         }
                     }
-                    let r = w.run();
+                    let id = w.id();
+                    // A panic must not leave the other workers running: it
+                    // is caught here, named, and stops the server like a
+                    // fatal socket error does.
+                    let r = match panic::catch_unwind(AssertUnwindSafe(|| w.run())) {
+                        Ok(Ok(c)) => Ok(c),
+                        Ok(Err(e)) => Err(format!("worker {id}: {e}")),
+                        Err(payload) => Err(format!(
+                            "worker {id} panicked: {}",
+                            panic_message(payload.as_ref())
+                        )),
+                    };
                     if let Err(e) = &r {
-                        log::error!("{e}");
+                        log::error!("{e}; stopping every worker");
                         stop.store(true, Ordering::Relaxed);
                     }
                     r
@@ -159,6 +183,7 @@ pub fn start_with(
     let mcfg = MetricsConfig {
         interval: cfg.stats_interval,
         workers: shared,
+        sockets: drop_counters,
         shared_socket: !cfg.reuseport,
         kernel_clock,
         dump_now: dump.clone(),
@@ -207,34 +232,40 @@ impl ServerHandle {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Waits for every thread and returns the final report, or the first
-    /// worker error.
+    /// Waits for every thread and returns the final report. Workers that
+    /// failed are named in [`Report::worker_failures`] (the report still
+    /// holds everything counted); `Err` only if the metrics thread died.
     pub fn join(self) -> io::Result<Report> {
-        let mut first_err = None;
+        let mut failures = Vec::new();
         for h in self.workers {
             match h.join() {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert(io::Error::other("a worker thread panicked"));
-                }
+                Ok(Err(e)) => failures.push(e),
+                Err(_) => failures.push("a worker thread died".into()),
             }
         }
-        let report = self
+        let mut report = self
             .metrics
             .join()
             .map_err(|_| io::Error::other("the metrics thread panicked"))?;
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(report),
-        }
+        report.worker_failures = failures;
+        Ok(report)
     }
 
     /// Stops and joins.
     pub fn shutdown(self) -> io::Result<Report> {
         self.stop();
         self.join()
+    }
+}
+
+/// The text of a panic payload (`&str` or `String`), or a placeholder.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
     }
 }

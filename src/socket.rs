@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::sys;
+use crate::io::force_buffer_size;
 
 /// Default `SO_RCVBUF` request: 4 MiB absorbs bursts of ~60k small
 /// datagrams (the kernel's default of 208 KiB overflows at 200k/s here).
@@ -88,13 +88,13 @@ pub fn bind_udp(addr: SocketAddr, reuseport: bool, bufs: BufferSizes) -> io::Res
             .map_err(|e| with_context(e, "cannot set SO_REUSEPORT".into()))?;
     }
     if let Some(n) = bufs.recv {
-        if sys::force_buffer_size(sock.as_raw_fd(), true, n).is_err() {
+        if force_buffer_size(sock.as_raw_fd(), true, n).is_err() {
             sock.set_recv_buffer_size(n)
                 .map_err(|e| with_context(e, format!("cannot set SO_RCVBUF to {n}")))?;
         }
     }
     if let Some(n) = bufs.send {
-        if sys::force_buffer_size(sock.as_raw_fd(), false, n).is_err() {
+        if force_buffer_size(sock.as_raw_fd(), false, n).is_err() {
             sock.set_send_buffer_size(n)
                 .map_err(|e| with_context(e, format!("cannot set SO_SNDBUF to {n}")))?;
         }

@@ -1,30 +1,34 @@
 //! One worker thread's loop: the single path of a datagram.
 //!
 //! ```text
-//! pool.alloc() x batch -> recvmmsg (sys::MsgBatch::recv) -> pipeline.process()
-//!   -> sendmmsg of the Echo verdicts (sys::MsgBatch::send_back)
-//!   -> latency samples -> pool.free() for every buffer used
+//! RecvBatch (buffers posted from the pool) -> recvmmsg
+//!   -> pipeline.process() per datagram: Drop(reason) -> pool.free
+//!                                       Echo -> SendBacklog
+//!   -> SendBacklog::flush: sendmmsg from the front, latency sample,
+//!      pool.free; what the socket refuses stays held until it is writable
 //! ```
 //!
-//! The worker owns its socket handle, pool, batch arrays and pipeline; it
-//! shares only its published counters and the sample channel.
+//! The worker owns its socket handle, pool, receive ring, send backlog and
+//! pipeline; it shares only its published counters and the sample channel.
 
-use std::io;
+use std::io::{Error, Result};
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backlog::{SendBacklog, Stall, DEFAULT_SEND_DEADLINE};
 use crate::counters::{Counters, SharedCounters};
+use crate::io::{self, Epoll, Ready, RecvBatch, RecvWait, SendFault};
 use crate::packet::PacketPool;
 use crate::pool::Slot;
 use crate::process::{DropReason, Pipeline, Verdict};
 use crate::samples::SampleSink;
-use crate::sys::{self, Epoll, MsgBatch, RecvWait};
 
 /// How long an idle worker waits before checking for shutdown.
 pub const IDLE_WAKE: Duration = Duration::from_millis(100);
+const IDLE_MS: i32 = IDLE_WAKE.as_millis() as i32;
 /// How often samples are flushed to the metrics thread at the latest.
 const FLUSH_NS: u64 = 100_000_000;
 
@@ -35,7 +39,7 @@ pub enum IoMode {
     /// Blocking batched receive (`recvmmsg` + `MSG_WAITFORONE`, woken every 100 ms).
     #[default]
     Blocking,
-    /// Non-blocking socket, `epoll_wait` for readiness.
+    /// Non-blocking socket, `epoll_wait` for readiness (`EPOLLEXCLUSIVE`).
     Epoll,
     /// Non-blocking busy polling: lowest latency, one core per worker at 100%.
     Spin,
@@ -44,13 +48,15 @@ pub enum IoMode {
 /// Everything a worker owns.
 pub struct Worker {
     id: usize,
-    socket: UdpSocket,
+    /// Owns `fd`.
+    _socket: UdpSocket,
+    fd: RawFd,
     io: IoMode,
     epoll: Option<Epoll>,
     pool: PacketPool,
-    batch: MsgBatch,
-    slots: Vec<Slot>,
-    echo: Vec<u16>,
+    rx: RecvBatch,
+    backlog: SendBacklog,
+    work: Vec<Slot>,
     scratch: Box<[u8]>,
     pipeline: Pipeline,
     counters: Counters,
@@ -59,11 +65,13 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     last_flush_ns: u64,
     kernel_clock: bool,
+    woken: bool,
 }
 
 impl Worker {
     /// A worker receiving on `socket` with `pool`, up to `batch` datagrams a
-    /// call. Sets the socket's timestamps, drop counter and blocking mode.
+    /// call. Sets the socket's timestamps, drop counter, extended error
+    /// reporting and blocking mode.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
@@ -75,11 +83,12 @@ impl Worker {
         samples: SampleSink,
         shared: Arc<SharedCounters>,
         stop: Arc<AtomicBool>,
-    ) -> io::Result<Worker> {
+    ) -> Result<Worker> {
         let batch = batch.clamp(1, u16::MAX as usize);
         let fd = socket.as_raw_fd();
-        let kernel_clock = sys::enable_rx_timestamps(fd).is_ok();
-        let _ = sys::enable_rxq_ovfl(fd);
+        let kernel_clock = io::enable_rx_timestamps(fd).is_ok();
+        let _ = io::enable_rxq_ovfl(fd);
+        let _ = io::enable_recverr(fd, socket.local_addr()?.is_ipv6());
         let epoll = match io {
             IoMode::Blocking => {
                 socket.set_nonblocking(false)?;
@@ -88,7 +97,7 @@ impl Worker {
             }
             IoMode::Epoll => {
                 socket.set_nonblocking(true)?;
-                Some(Epoll::new(fd)?)
+                Some(Epoll::new(fd, true)?)
             }
             IoMode::Spin => {
                 socket.set_nonblocking(true)?;
@@ -96,24 +105,39 @@ impl Worker {
             }
         };
         let scratch = vec![0u8; pool.packet_size().max(1)].into_boxed_slice();
+        let capacity = pool.stats().capacity;
         Ok(Worker {
             id,
-            socket,
+            _socket: socket,
+            fd,
             io,
             epoll,
+            rx: RecvBatch::new(batch),
+            backlog: SendBacklog::new(capacity, batch, DEFAULT_SEND_DEADLINE),
+            work: Vec::with_capacity(batch),
             pool,
-            batch: MsgBatch::new(batch),
-            slots: Vec::with_capacity(batch),
-            echo: Vec::with_capacity(batch),
             scratch,
             pipeline,
             counters: Counters::default(),
             shared,
             samples,
             stop,
-            last_flush_ns: sys::now_realtime_ns(),
+            last_flush_ns: io::now_realtime_ns(),
             kernel_clock,
+            woken: false,
         })
+    }
+
+    /// Replaces the send deadline (default [`DEFAULT_SEND_DEADLINE`]).
+    pub fn set_send_deadline(&mut self, deadline: Duration) {
+        let cap = self.pool.stats().capacity;
+        let batch = self.rx.capacity();
+        self.backlog = SendBacklog::new(cap, batch, deadline);
+    }
+
+    /// Fault injection for tests: make send calls short or failing.
+    pub fn set_send_fault(&mut self, fault: Option<SendFault>) {
+        self.backlog.batch_mut().set_fault(fault);
     }
 
     /// Worker index.
@@ -137,8 +161,9 @@ impl Worker {
     }
 
     /// Runs until the stop flag is set or the socket fails for good, then
-    /// returns every buffer, publishes the final counters and returns them.
-    pub fn run(mut self) -> io::Result<Counters> {
+    /// sends or drops what the backlog holds, returns every buffer,
+    /// publishes the final counters and returns them.
+    pub fn run(mut self) -> Result<Counters> {
         let mut result = Ok(());
         while !self.stop.load(Ordering::Relaxed) {
             if let Err(e) = self.poll_once() {
@@ -146,112 +171,168 @@ impl Worker {
                 break;
             }
         }
-        for s in self.slots.drain(..) {
-            self.pool.free(s);
-        }
-        self.samples.flush();
-        self.publish(true);
+        self.finish();
         result.map(|_| self.counters)
     }
 
+    fn finish(&mut self) {
+        self.backlog.close(
+            self.fd,
+            &mut self.pool,
+            &mut self.counters,
+            &mut self.samples,
+        );
+        self.rx.release(&mut self.pool);
+        self.samples.flush();
+        self.publish(true);
+    }
+
     fn publish(&mut self, wait: bool) {
-        self.counters.pool = self.pool.stats();
-        self.counters.kernel_drops = self.batch.kernel_drops;
-        self.counters.samples_dropped = self.samples.dropped;
+        let c = &mut self.counters;
+        c.pool = self.pool.stats();
+        c.kernel_drops = self.rx.kernel_drops;
+        c.samples_dropped = self.samples.dropped;
+        c.backlog = self.backlog.len();
+        c.backlog_high_water = self.backlog.high_water();
         if wait {
-            self.shared.publish(&self.counters);
+            self.shared.publish(c);
         } else {
-            self.shared.try_publish(&self.counters);
+            self.shared.try_publish(c);
         }
     }
 
-    /// One round: wait for datagrams, receive a batch, process, echo,
-    /// return buffers. Returns `Err` only for errors that end the worker.
-    pub fn poll_once(&mut self) -> io::Result<()> {
-        // Post as many buffers as the pool has free, up to one batch: a pool
-        // smaller than the batch just means smaller batches, not exhaustion.
-        while self.slots.len() < self.batch.capacity() && self.pool.available() > 0 {
-            match self.pool.alloc() {
-                Some(s) => self.slots.push(s),
-                None => break,
-            }
+    /// One round: send what the backlog holds, wait for datagrams, receive
+    /// a batch, decide each one's fate, send. Returns `Err` only for errors
+    /// that end the worker.
+    pub fn poll_once(&mut self) -> Result<()> {
+        if !self.backlog.is_empty() {
+            self.flush_backlog();
         }
-        let wait = match self.io {
-            IoMode::Blocking => RecvWait::WaitForOne,
-            IoMode::Epoll => {
-                let ep = self.epoll.as_ref().expect("epoll mode has an epoll");
-                if !ep.wait(IDLE_WAKE.as_millis() as i32)? {
-                    self.idle();
-                    return Ok(());
-                }
-                RecvWait::DontWait
-            }
-            IoMode::Spin => RecvWait::DontWait,
+        self.rx.refill(&mut self.pool);
+        let Some(wait) = self.wait_for_work()? else {
+            return Ok(());
         };
-        if self.slots.is_empty() {
-            return self.discard_one();
+        if self.rx.posted() == 0 {
+            return self.discard_one(wait);
         }
-        let fd = self.socket.as_raw_fd();
-        let n = match self.batch.recv(fd, &mut self.pool, &self.slots, wait) {
+        let n = match self.rx.recv(self.fd, &mut self.pool, wait) {
             Ok(n) => n,
             Err(e) => return self.recv_failed(e),
         };
-        self.echo.clear();
-        for i in 0..n {
-            let mut pkt = self.pool.buffer(&self.slots[i]);
+        self.woken = false;
+        self.rx.take_received(n, &mut self.pool, &mut self.work);
+        for slot in self.work.drain(..) {
+            let mut pkt = self.pool.buffer(&slot);
             self.counters.rx_packets += 1;
             self.counters.rx_bytes += pkt.meta.len as u64;
             match self.pipeline.process(&mut pkt) {
-                Verdict::Echo => self.echo.push(i as u16),
-                Verdict::Drop(r) => self.counters.drop(r),
+                Verdict::Echo => self.backlog.push(slot),
+                Verdict::Drop(r) => {
+                    self.counters.drop(r);
+                    self.pool.free(slot);
+                }
             }
         }
-        let counters = &mut self.counters;
-        let sent = self
-            .batch
-            .send_back(fd, &mut self.pool, &self.slots[..n], &self.echo, |e| {
-                counters.send_error(e)
-            });
-        let now = sys::now_realtime_ns();
-        for &i in &self.echo[..sent.packets] {
-            let rx = self.pool.meta(&self.slots[i as usize]).rx_ns;
-            self.samples.record(now.saturating_sub(rx));
-        }
-        self.counters.tx_packets += sent.packets as u64;
-        self.counters.tx_bytes += sent.bytes as u64;
-        for s in self.slots.drain(..n) {
-            self.pool.free(s);
-        }
-        if now.saturating_sub(self.last_flush_ns) >= FLUSH_NS {
-            self.samples.flush();
-            self.last_flush_ns = now;
-        }
-        self.publish(false);
+        self.flush_backlog();
+        self.tick(false);
         Ok(())
     }
 
-    /// Nothing arrived in time: flush samples and publish counters.
-    fn idle(&mut self) {
-        self.samples.flush();
-        self.last_flush_ns = sys::now_realtime_ns();
+    fn flush_backlog(&mut self) {
+        self.backlog.flush(
+            self.fd,
+            &mut self.pool,
+            &mut self.counters,
+            &mut self.samples,
+        );
+    }
+
+    /// Waits as the I/O mode says. `None`: nothing to receive yet (the
+    /// round is over); `Some(wait)`: receive with this wait.
+    fn wait_for_work(&mut self) -> Result<Option<RecvWait>> {
+        let pending = !self.backlog.is_empty();
+        let ready = match (self.io, pending) {
+            (IoMode::Spin, _) => return Ok(Some(RecvWait::DontWait)),
+            (IoMode::Blocking, false) => return Ok(Some(RecvWait::WaitForOne)),
+            (IoMode::Epoll, false) => {
+                let ep = self.epoll.as_mut().expect("epoll mode has an epoll");
+                ep.want_writable(false)?;
+                (ep.wait(IDLE_MS)?, IDLE_MS)
+            }
+            (_, true) => {
+                let want_out = self.backlog.stall() == Stall::WouldBlock;
+                let timeout = self.backlog_timeout_ms();
+                let r = match self.epoll.as_mut() {
+                    Some(ep) => {
+                        ep.want_writable(want_out)?;
+                        ep.wait(timeout)?
+                    }
+                    None => io::poll_one(self.fd, want_out, timeout)?,
+                };
+                (r, timeout)
+            }
+        };
+        match ready {
+            (Ready { readable: true, .. }, _) => {
+                self.counters.wakeups += 1;
+                self.woken = true;
+                Ok(Some(RecvWait::DontWait))
+            }
+            (_, timeout) => {
+                self.tick(timeout >= IDLE_MS);
+                Ok(None)
+            }
+        }
+    }
+
+    /// How long to wait while echoes are held: until the next retry or
+    /// deadline, at most [`IDLE_WAKE`].
+    fn backlog_timeout_ms(&self) -> i32 {
+        let now = io::now_realtime_ns();
+        let mut until = now + IDLE_WAKE.as_nanos() as u64;
+        if let Stall::NoBufs(at) = self.backlog.stall() {
+            until = until.min(at);
+        }
+        if let Some(exp) = self.backlog.next_expiry(&self.pool) {
+            until = until.min(exp);
+        }
+        (until.saturating_sub(now).div_ceil(1_000_000)) as i32
+    }
+
+    /// End of a round or an idle wait: flush samples every 100 ms (or now,
+    /// when `idle_timeout` says the worker waited a whole idle period) and
+    /// publish counters.
+    fn tick(&mut self, idle_timeout: bool) {
+        let now = io::now_realtime_ns();
+        if idle_timeout || now.saturating_sub(self.last_flush_ns) >= FLUSH_NS {
+            self.samples.flush();
+            self.last_flush_ns = now;
+            io::drain_error_queue(self.fd, 64);
+        }
         self.publish(false);
     }
 
-    fn recv_failed(&mut self, e: io::Error) -> io::Result<()> {
+    fn recv_failed(&mut self, e: Error) -> Result<()> {
+        let woken = std::mem::replace(&mut self.woken, false);
         match e.raw_os_error() {
             Some(libc::EAGAIN) => {
-                self.idle();
+                if woken {
+                    self.counters.spurious_wakeups += 1;
+                }
+                // Blocking mode: the receive waited a whole idle period.
+                self.tick(self.io == IoMode::Blocking && !woken);
                 Ok(())
             }
             Some(libc::EINTR) => Ok(()),
             Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EINVAL) => {
-                Err(io::Error::new(
+                Err(Error::new(
                     e.kind(),
                     format!("worker {}: receive failed, socket unusable: {e}", self.id),
                 ))
             }
             Some(errno) => {
                 self.counters.recv_errors.count(errno);
+                io::drain_error_queue(self.fd, 64);
                 if errno == libc::ENOMEM || errno == libc::ENOBUFS {
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -264,15 +345,20 @@ impl Worker {
 
     /// The pool is empty: take one datagram off the socket into scratch
     /// space and count it as dropped, so the books still balance.
-    fn discard_one(&mut self) -> io::Result<()> {
+    fn discard_one(&mut self, wait: RecvWait) -> Result<()> {
         // This failed allocation is what counts the exhaustion event.
         if let Some(s) = self.pool.alloc() {
-            self.slots.push(s); // a buffer came back meanwhile: receive normally next round
+            self.pool.free(s); // a buffer came back meanwhile: post it next round
             return Ok(());
         }
-        // Blocking mode waits up to IDLE_WAKE (SO_RCVTIMEO); the others never wait.
-        match self.socket.recv(&mut self.scratch) {
+        let flags = libc::MSG_TRUNC
+            | match wait {
+                RecvWait::WaitForOne => 0, // bounded by SO_RCVTIMEO
+                RecvWait::DontWait => libc::MSG_DONTWAIT,
+            };
+        match io::recv_into(self.fd, &mut self.scratch, flags) {
             Ok(n) => {
+                self.woken = false;
                 self.counters.rx_packets += 1;
                 self.counters.rx_bytes += n as u64;
                 self.counters.drop(DropReason::PoolExhausted);
@@ -280,6 +366,16 @@ impl Worker {
                 Ok(())
             }
             Err(e) => self.recv_failed(e),
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// A worker that panics still publishes what it counted, so the final
+    /// report has everything up to the panic.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.publish(true);
         }
     }
 }

@@ -38,10 +38,13 @@ fn echo_sizes_from_many_clients(args: &[&str]) {
         assert_eq!(pool["capacity"], 1000);
         assert_eq!(pool["in_use"], 0);
         assert!(pool["high_water"].as_u64().unwrap() >= 1);
+        // One batch posted to the receive call plus the batch being
+        // processed; loopback never refuses a send, so nothing is held.
         assert!(
-            pool["high_water"].as_u64().unwrap() <= 32,
-            "never more than one batch in flight"
+            pool["high_water"].as_u64().unwrap() <= 64,
+            "more than two batches in flight on an unloaded loopback"
         );
+        assert!(w["backlog_high_water"].as_u64().unwrap() <= 32);
         assert_eq!(pool["exhaustion_events"], 0);
     }
     assert_eq!(r["latency_us"]["count"].as_u64(), Some(sent));

@@ -11,7 +11,7 @@ use udp_packet_pool::counters::SharedCounters;
 use udp_packet_pool::packet::PacketPool;
 use udp_packet_pool::process::{DropReason, Pipeline};
 use udp_packet_pool::samples;
-use udp_packet_pool::sys;
+use udp_packet_pool::io as sys;
 use udp_packet_pool::worker::{IoMode, Worker};
 
 fn worker(pool_size: usize, batch: usize, io: IoMode) -> (Worker, UdpSocket, Arc<SharedCounters>) {
@@ -114,7 +114,7 @@ fn icmp_errors_are_counted_never_fatal() {
         answered = matches!(live.recv_from(&mut buf), Ok((5, _)));
     }
     let c = *w.counters();
-    let unreachable = c.send_errors[2];
+    let unreachable = c.send_errors[0];
     let refused = c
         .recv_errors
         .iter()

@@ -88,6 +88,9 @@ struct Args {
     /// SO_SNDBUF request in bytes; the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). Default: the kernel's.
     #[arg(long, value_name = "BYTES")]
     sndbuf: Option<usize>,
+    /// Longest an echo may wait in a worker's send backlog while the socket refuses it (send buffer or device queue full); older ones are dropped oldest first and counted as send_deadline.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    send_deadline: u64,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             recv: Some(args.rcvbuf),
             send: args.sndbuf,
         },
+        send_deadline: Duration::from_millis(args.send_deadline),
     };
     let sockperf = args.sockperf;
     let pipeline = move |_| {
@@ -212,6 +216,13 @@ fn main() -> ExitCode {
             };
             if let Err(e) = written.and_then(|_| out.flush()) {
                 eprintln!("server: cannot write the report: {e}");
+                return ExitCode::from(1);
+            }
+            if !report.worker_failures.is_empty() {
+                for e in &report.worker_failures {
+                    eprintln!("server: {e}");
+                }
+                eprintln!("server: stopped because a worker failed (the report above has everything counted until then)");
                 return ExitCode::from(1);
             }
             if !report.buffers_returned {

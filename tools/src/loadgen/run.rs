@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::Histogram;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
-use udp_packet_pool::sys::now_monotonic_ns;
+use udp_packet_pool::io::now_monotonic_ns;
 
 use crate::collector::Collector;
 use crate::config::Config;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use udp_packet_pool::sys::now_monotonic_ns;
+use udp_packet_pool::io::now_monotonic_ns;
 
 use crate::cli::Mode;
 use crate::codec::Codec;

@@ -1,0 +1,56 @@
+//! The one module that talks to the OS directly. Every `unsafe` block in the
+//! crate is under `src/io/`, each with a `// SAFETY:` note; the rest of the
+//! crate is `#![deny(unsafe_code)]` (checked in CI by `.ci/check-unsafe`).
+//!
+//! - [`recv_batch`]: the posted receive ring (`recvmmsg` into pool buffers,
+//!   control messages: `SO_TIMESTAMPNS`, `SO_RXQ_OVFL`).
+//! - [`send_batch`]: one `sendmmsg` call over pool buffers, errors as values.
+//! - [`sockopt`]: socket options socket2 lacks, `SO_MEMINFO` drop counter,
+//!   the `IP_RECVERR` error queue.
+//! - [`epoll`]: readiness (`EPOLLEXCLUSIVE` for shared sockets, `EPOLLOUT`
+//!   while a send backlog waits) and a one-socket `poll`.
+//! - [`slab`]: the memory the kernel reads and writes, owned through one
+//!   base pointer.
+//! - [`addr`], [`clock`]: socket addresses and clocks.
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// Calls a libc function and turns a `-1` result into `io::Error`. The
+/// caller states in its own `// SAFETY:` comment why the arguments are valid;
+/// the macro's block only forwards them.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: forwarding only; validity of the arguments is the caller's
+        // `// SAFETY:` statement at the call site.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+pub mod addr;
+pub mod clock;
+pub mod epoll;
+pub mod recv_batch;
+pub mod send_batch;
+pub mod slab;
+pub mod sockopt;
+
+pub use clock::{now_monotonic_ns, now_realtime_ns, process_cpu_ns};
+pub use epoll::{poll_one, Epoll, Ready};
+pub use recv_batch::{RecvBatch, RecvWait};
+pub use send_batch::{SendBatch, SendError, SendFault};
+pub use sockopt::{
+    drain_error_queue, enable_ip_recverr, enable_recverr, enable_rx_timestamps, enable_rxq_ovfl,
+    force_buffer_size, recv_into, socket_drops,
+};
+
+/// The errno of an `io::Error`, or 0.
+pub fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}

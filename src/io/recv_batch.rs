@@ -1,0 +1,319 @@
+//! The posted receive ring: `recvmmsg` into pool buffers.
+//!
+//! Entry `i` of the ring holds one pool buffer, with its `mmsghdr`, iovec,
+//! address and control buffer already pointed at it. A receive fills the
+//! first `n` entries; [`RecvBatch::take_received`] moves those `n` buffers
+//! out and re-points only those `n` entries (at fresh buffers, or at the
+//! last posted ones when the pool runs short), so a call costs work per
+//! datagram received, not per `--batch` entry posted.
+
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+
+use crate::packet::{Clock, PacketPool};
+use crate::pool::Slot;
+
+use super::addr;
+use super::clock::now_realtime_ns;
+
+/// Room for one `SCM_TIMESTAMPNS` (timespec) and one `SO_RXQ_OVFL` (u32)
+/// control message, 8-byte aligned as `cmsghdr` requires.
+const CMSG_WORDS: usize = 16;
+type CmsgBuf = [u64; CMSG_WORDS];
+
+/// How a batched receive should wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvWait {
+    /// Block for the first datagram (bounded by `SO_RCVTIMEO`), then take
+    /// what is queued (`MSG_WAITFORONE`).
+    WaitForOne,
+    /// Never block (`MSG_DONTWAIT`).
+    DontWait,
+}
+
+/// Pre-allocated `mmsghdr` ring for one worker's batched receive.
+pub struct RecvBatch {
+    cap: usize,
+    hdrs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    names: Box<[libc::sockaddr_storage]>,
+    cmsgs: Box<[CmsgBuf]>,
+    posted: Vec<Slot>,
+    /// Latest kernel drop counter seen (`SO_RXQ_OVFL`), if the socket reports one.
+    pub kernel_drops: Option<u32>,
+    /// Entries re-pointed since creation (for tests and benches: it grows
+    /// by the datagrams received, not by the ring's capacity).
+    pub repointed: u64,
+}
+
+// SAFETY: the raw pointers inside the headers point only into this batch's
+// own boxed arrays (which never move) or into the pool buffers of `posted`,
+// which this batch owns as slots; nothing is shared between threads.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    /// A ring of up to `cap` datagrams per call, nothing posted yet.
+    pub fn new(cap: usize) -> RecvBatch {
+        let cap = cap.max(1);
+        // SAFETY: mmsghdr is a plain C struct for which all-zero is valid.
+        let zero_hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+        let zero_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        RecvBatch {
+            cap,
+            hdrs: vec![zero_hdr; cap].into_boxed_slice(),
+            iovs: vec![zero_iov; cap].into_boxed_slice(),
+            names: vec![addr::zeroed_storage(); cap].into_boxed_slice(),
+            cmsgs: vec![[0u64; CMSG_WORDS]; cap].into_boxed_slice(),
+            posted: Vec::with_capacity(cap),
+            kernel_drops: None,
+            repointed: 0,
+        }
+    }
+
+    /// Datagrams per call at most.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Buffers posted now.
+    pub fn posted(&self) -> usize {
+        self.posted.len()
+    }
+
+    /// Points entry `i` at the buffer of `posted[i]`.
+    fn point(&mut self, i: usize, pool: &mut PacketPool) {
+        self.iovs[i] = libc::iovec {
+            iov_base: pool.data_ptr(&self.posted[i]).cast(),
+            iov_len: pool.packet_size(),
+        };
+        let control = self.cmsgs[i].as_mut_ptr().cast();
+        let h = &mut self.hdrs[i];
+        h.msg_len = 0;
+        h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        h.msg_hdr.msg_iov = &mut self.iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = control;
+        h.msg_hdr.msg_controllen = mem::size_of::<CmsgBuf>() as _;
+        h.msg_hdr.msg_flags = 0;
+        self.repointed += 1;
+    }
+
+    /// Posts free pool buffers until the ring is full or the pool has none
+    /// left (never a failed allocation: that is not exhaustion yet).
+    pub fn refill(&mut self, pool: &mut PacketPool) {
+        while self.posted.len() < self.cap && pool.available() > 0 {
+            let Some(s) = pool.alloc() else { break };
+            self.posted.push(s);
+            let i = self.posted.len() - 1;
+            self.point(i, pool);
+        }
+    }
+
+    /// Receives up to [`posted`](Self::posted) datagrams and fills each
+    /// one's metadata. Returns how many arrived (the first `n` entries);
+    /// `Err` carries the errno (`EAGAIN` when nothing was there in time).
+    pub fn recv(&mut self, fd: RawFd, pool: &mut PacketPool, wait: RecvWait) -> io::Result<usize> {
+        let n = self.posted.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        // MSG_TRUNC as an input flag makes msg_len the datagram's real length.
+        let flags = libc::MSG_TRUNC
+            | match wait {
+                RecvWait::WaitForOne => libc::MSG_WAITFORONE,
+                RecvWait::DontWait => libc::MSG_DONTWAIT,
+            };
+        // SAFETY: the first `n` headers were pointed (by `point`) at `n`
+        // distinct posted pool buffers of `packet_size` bytes, which this
+        // ring owns as slots, and at this ring's own address and control
+        // buffers; all stay put for the call.
+        let got = syscall!(recvmmsg(
+            fd,
+            self.hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            flags,
+            std::ptr::null_mut()
+        ))? as usize;
+        let wall = now_realtime_ns();
+        for i in 0..got {
+            let h = &mut self.hdrs[i];
+            let (ts, ovfl) = parse_cmsgs(&h.msg_hdr);
+            if ovfl.is_some() {
+                self.kernel_drops = ovfl;
+            }
+            let peer = addr::decode(&self.names[i], h.msg_hdr.msg_namelen);
+            let meta = pool.meta_mut(&self.posted[i]);
+            meta.len = h.msg_len as usize;
+            meta.truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            meta.peer = peer.unwrap_or(meta.peer);
+            (meta.rx_ns, meta.rx_clock) = match ts {
+                Some(ns) => (ns, Clock::Kernel),
+                None => (wall, Clock::User),
+            };
+        }
+        Ok(got)
+    }
+
+    /// Moves the `n` buffers just received into `out`, in arrival order,
+    /// and re-points only their entries: at fresh pool buffers while the
+    /// pool has them, otherwise at the last posted buffers (the ring
+    /// shrinks; [`refill`](Self::refill) grows it again).
+    pub fn take_received(&mut self, n: usize, pool: &mut PacketPool, out: &mut Vec<Slot>) {
+        let n = n.min(self.posted.len());
+        let start = out.len();
+        // From the back, so an entry moved in from the tail is always one
+        // already posted (never a received one still to be taken).
+        for i in (0..n).rev() {
+            if pool.available() > 0 {
+                if let Some(fresh) = pool.alloc() {
+                    out.push(mem::replace(&mut self.posted[i], fresh));
+                    self.point(i, pool);
+                    continue;
+                }
+            }
+            out.push(self.posted.swap_remove(i));
+            if i < self.posted.len() {
+                self.point(i, pool);
+            }
+        }
+        out[start..].reverse();
+    }
+
+    /// Gives every posted buffer back to the pool.
+    pub fn release(&mut self, pool: &mut PacketPool) {
+        for s in self.posted.drain(..) {
+            pool.free(s);
+        }
+    }
+}
+
+/// Reads `SCM_TIMESTAMPNS` and `SO_RXQ_OVFL` from a received header.
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn parse_cmsgs(hdr: &libc::msghdr) -> (Option<u64>, Option<u32>) {
+    let mut ts = None;
+    let mut ovfl = None;
+    if hdr.msg_control.is_null() || (hdr.msg_controllen as usize) < mem::size_of::<libc::cmsghdr>()
+    {
+        return (ts, ovfl);
+    }
+    // SAFETY: `hdr` was filled by the kernel in `recvmmsg`: its control
+    // buffer holds `msg_controllen` bytes of well-formed cmsgs, which the
+    // CMSG_* macros walk without leaving it; data reads are unaligned-safe.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let t: libc::timespec = std::ptr::read_unaligned(data.cast());
+                    ts = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+                }
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                    ovfl = Some(std::ptr::read_unaligned(data.cast::<u32>()));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    (ts, ovfl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::sockopt::{enable_rx_timestamps, enable_rxq_ovfl};
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    fn recv_all(b: &mut RecvBatch, s: &UdpSocket, pool: &mut PacketPool, want: usize) -> Vec<Slot> {
+        let mut out = Vec::new();
+        while out.len() < want {
+            let n = b.recv(s.as_raw_fd(), pool, RecvWait::WaitForOne).unwrap();
+            b.take_received(n, pool, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn receives_with_timestamps_and_truncation_in_order() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_rx_timestamps(server.as_raw_fd()).unwrap();
+        enable_rxq_ovfl(server.as_raw_fd()).unwrap();
+        let to = server.local_addr().unwrap();
+        client.send_to(b"abc", to).unwrap();
+        client.send_to(&[7u8; 100], to).unwrap(); // larger than the 64-byte buffers
+        client.send_to(b"", to).unwrap();
+        let mut pool = PacketPool::new(8, 64);
+        let mut b = RecvBatch::new(4);
+        b.refill(&mut pool);
+        let got = recv_all(&mut b, &server, &mut pool, 3);
+        assert_eq!(pool.meta(&got[0]).len, 3);
+        assert_eq!(pool.buffer(&got[0]).payload(), b"abc");
+        assert!(!pool.meta(&got[0]).truncated);
+        assert_eq!(pool.meta(&got[0]).rx_clock, Clock::Kernel);
+        assert_eq!(pool.meta(&got[0]).peer, client.local_addr().unwrap());
+        assert!(pool.meta(&got[1]).truncated);
+        assert_eq!(pool.meta(&got[1]).len, 100);
+        assert_eq!(pool.meta(&got[2]).len, 0);
+        // Kernel quirk: SO_RXQ_OVFL is only attached once the drop count is non-zero.
+        assert_eq!(b.kernel_drops, None);
+        assert_eq!(b.posted(), 4, "refilled from the pool");
+        for s in got {
+            pool.free(s);
+        }
+        b.release(&mut pool);
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    #[test]
+    fn only_consumed_entries_are_repointed_and_a_short_pool_shrinks_the_ring() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = server.local_addr().unwrap();
+        let mut pool = PacketPool::new(6, 64);
+        let mut b = RecvBatch::new(4);
+        b.refill(&mut pool);
+        assert_eq!(b.repointed, 4);
+        client.send_to(b"one", to).unwrap();
+        let got = recv_all(&mut b, &server, &mut pool, 1);
+        assert_eq!(b.repointed, 5, "one datagram, one entry re-pointed");
+        // 2 free buffers left: 3 datagrams leave the ring one short.
+        for m in [b"two", b"thr", b"fou"] {
+            client.send_to(m, to).unwrap();
+        }
+        let more = recv_all(&mut b, &server, &mut pool, 3);
+        let payloads: Vec<_> = more.iter().map(|s| pool.buffer(s).payload().to_vec()).collect();
+        assert_eq!(payloads, [b"two".to_vec(), b"thr".to_vec(), b"fou".to_vec()]);
+        assert_eq!(b.posted(), 2);
+        assert_eq!(pool.stats().exhaustion_events, 0, "no failed allocation");
+        // The shrunken ring still receives into valid buffers.
+        client.send_to(b"fiv", to).unwrap();
+        let last = recv_all(&mut b, &server, &mut pool, 1);
+        assert_eq!(pool.buffer(&last[0]).payload(), b"fiv");
+        for s in got.into_iter().chain(more).chain(last) {
+            pool.free(s);
+        }
+        b.release(&mut pool);
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    #[test]
+    fn dontwait_on_empty_socket_is_eagain() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut pool = PacketPool::new(1, 64);
+        let mut b = RecvBatch::new(1);
+        b.refill(&mut pool);
+        let e = b
+            .recv(server.as_raw_fd(), &mut pool, RecvWait::DontWait)
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+        b.release(&mut pool);
+    }
+}

@@ -1,0 +1,194 @@
+//! Socket options socket2 lacks, the kernel's per-socket drop counter
+//! (`SO_MEMINFO`), the `IP_RECVERR` error queue, and a plain `recv`.
+
+use std::io;
+use std::mem;
+use std::os::fd::RawFd;
+
+/// `SO_MEMINFO` (asm-generic value, the same on every Linux architecture
+/// this builds for); libc does not export it.
+const SO_MEMINFO: libc::c_int = 55;
+/// Entries of the `SO_MEMINFO` array (`SK_MEMINFO_VARS`).
+const SK_MEMINFO_VARS: usize = 9;
+
+fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and its exact size is passed.
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        (&value as *const i32).cast(),
+        mem::size_of::<i32>() as libc::socklen_t
+    ))
+    .map(|_| ())
+}
+
+/// Sets `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (`recv` chooses which), which
+/// ignore the `net.core.[rw]mem_max` caps but need `CAP_NET_ADMIN`.
+pub fn force_buffer_size(fd: RawFd, recv: bool, bytes: usize) -> io::Result<()> {
+    let name = if recv {
+        libc::SO_RCVBUFFORCE
+    } else {
+        libc::SO_SNDBUFFORCE
+    };
+    set_int_opt(
+        fd,
+        libc::SOL_SOCKET,
+        name,
+        bytes.min(i32::MAX as usize) as i32,
+    )
+}
+
+/// Asks the kernel to stamp every datagram on arrival (`SO_TIMESTAMPNS`).
+pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Asks the kernel to attach its per-socket drop counter to received
+/// datagrams (`SO_RXQ_OVFL`). Only current when a datagram is queued: the
+/// exact figure is [`socket_drops`].
+pub fn enable_rxq_ovfl(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// `IP_RECVERR` on an IPv4 socket (tests use it to provoke ICMP errors).
+pub fn enable_ip_recverr(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
+}
+
+/// Extended error reporting: with `IP_RECVERR` (and `IPV6_RECVERR` on an
+/// IPv6 socket) a send the device queue refused fails with `ENOBUFS`
+/// instead of being reported as sent, and ICMP errors are queued on the
+/// socket's error queue (drained with [`drain_error_queue`]).
+pub fn enable_recverr(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
+        // Dual-stack sockets carry IPv4 too; not fatal where refused.
+        let _ = enable_ip_recverr(fd);
+        Ok(())
+    } else {
+        enable_ip_recverr(fd)
+    }
+}
+
+/// The socket's own drop counter (`SO_MEMINFO[SK_MEMINFO_DROPS]`), the
+/// figure `/proc/net/udp` shows in its `drops` column: datagrams the kernel
+/// discarded for this socket (receive buffer full, among others).
+pub fn socket_drops(fd: RawFd) -> io::Result<u32> {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` has `len` writable bytes and `len` is a live socklen_t;
+    // the kernel writes at most `len` bytes and updates `len`.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        SO_MEMINFO,
+        info.as_mut_ptr().cast(),
+        &mut len
+    ))?;
+    let idx = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (idx + 1) * mem::size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO returned no drop counter",
+        ));
+    }
+    Ok(info[idx])
+}
+
+/// Empties the socket's error queue (`MSG_ERRQUEUE`), at most `max`
+/// entries; returns how many were read. Each entry holds an ICMP error (or
+/// a local one) the kernel queued because [`enable_recverr`] is on; left
+/// there, they would count against the receive buffer.
+pub fn drain_error_queue(fd: RawFd, max: usize) -> usize {
+    let mut data = [0u8; 64];
+    let mut control = [0u64; 32];
+    let mut name = super::addr::zeroed_storage();
+    let mut n = 0;
+    while n < max {
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: msghdr is a plain C struct; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of_val(&control) as _;
+        // SAFETY: every pointer in `msg` points at a live local buffer of the
+        // stated length.
+        match syscall!(recvmsg(
+            fd,
+            &mut msg,
+            libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT
+        )) {
+            Ok(_) => n += 1,
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+/// One `recv` into `buf` with `flags` (e.g. `MSG_DONTWAIT`); returns the
+/// bytes stored.
+pub fn recv_into(fd: RawFd, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes.
+    syscall!(recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags)).map(|n| n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn kernel_doubles_requested_buffer_sizes() {
+        // The kernel quirk users trip over: SO_RCVBUF reports twice the request.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        s.set_recv_buffer_size(65536).unwrap();
+        assert_eq!(s.recv_buffer_size().unwrap(), 131072);
+    }
+
+    #[test]
+    fn meminfo_counts_drops_when_the_buffer_is_full() {
+        // Kernel quirk pinned down: a full receive buffer drops and counts in
+        // SO_MEMINFO at once, while SO_RXQ_OVFL only reports it on the next
+        // datagram that is queued.
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = socket2::SockRef::from(&server);
+        s.set_recv_buffer_size(4096).unwrap(); // the kernel's minimum applies
+        let to = server.local_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(socket_drops(server.as_raw_fd()).unwrap(), 0);
+        for _ in 0..200 {
+            client.send_to(&[0u8; 1000], to).unwrap();
+        }
+        let drops = socket_drops(server.as_raw_fd()).unwrap();
+        let mut queued = 0;
+        server.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2000];
+        while server.recv(&mut buf).is_ok() {
+            queued += 1;
+        }
+        assert!(drops > 0, "nothing dropped: {queued} queued");
+        assert_eq!(drops + queued, 200);
+    }
+
+    #[test]
+    fn error_queue_holds_icmp_errors_until_drained() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_recverr(server.as_raw_fd(), false).unwrap();
+        let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead = gone.local_addr().unwrap();
+        drop(gone);
+        server.send_to(b"x", dead).unwrap();
+        // The ICMP port unreachable arrives synchronously on loopback.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(drain_error_queue(server.as_raw_fd(), 8), 1);
+        assert_eq!(drain_error_queue(server.as_raw_fd(), 8), 0);
+    }
+}
