@@ -240,7 +240,10 @@ mod tests {
         let fd = server.as_raw_fd();
         b.flush(fd, &mut pool, &mut c, &mut sinks[0]);
         // Calls: 3 sent (partial), 3 sent (partial), EAGAIN.
-        assert_eq!((c.tx_packets, b.len(), b.stall()), (6, 4, Stall::WouldBlock));
+        assert_eq!(
+            (c.tx_packets, b.len(), b.stall()),
+            (6, 4, Stall::WouldBlock)
+        );
         assert_eq!(c.send_stalls, [1, 0, 2]);
         assert_eq!(c.unaccounted(), b.len() as i64);
         // Calls: 3 sent (partial), the last 1 sent.
@@ -260,7 +263,10 @@ mod tests {
     #[test]
     fn expired_echoes_drop_oldest_first_and_close_drops_the_rest() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let peer = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let (mut sinks, _source) = samples::channels(1);
         let mut pool = PacketPool::new(8, 8);
         let mut b = SendBacklog::new(8, 8, Duration::from_millis(50));

@@ -10,9 +10,9 @@
 
 use parking_lot::Mutex;
 
+use crate::io::SendError;
 use crate::pool::PoolStats;
 use crate::process::DropReason;
-use crate::io::SendError;
 
 /// Send error kinds (echoes given up on), in report order.
 pub const SEND_ERROR_NAMES: [&str; 3] = ["unreachable", "denied", "other"];
@@ -107,6 +107,10 @@ pub struct Counters {
     /// Of those, the ones where the receive then found nothing (another
     /// worker took the datagram): wasted wake-ups.
     pub spurious_wakeups: u64,
+    /// Times the worker thread went to sleep (voluntary context switches,
+    /// `getrusage(RUSAGE_THREAD)`): every wake-up, useful or not, ends in
+    /// one. Read every 100 ms and at exit.
+    pub sleeps: u64,
     /// Failed receive calls (not datagrams), by errno. `EINTR` is retried
     /// and a receive timeout is idleness; neither is counted.
     pub recv_errors: ErrnoTable,
@@ -185,6 +189,7 @@ impl Counters {
         self.backlog_high_water += o.backlog_high_water;
         self.wakeups += o.wakeups;
         self.spurious_wakeups += o.spurious_wakeups;
+        self.sleeps += o.sleeps;
         self.recv_errors.merge(&o.recv_errors);
         self.samples_dropped += o.samples_dropped;
         self.pool.capacity += o.pool.capacity;

@@ -16,10 +16,10 @@ use crossbeam_channel::RecvTimeoutError;
 use hdrhistogram::Histogram;
 
 use crate::counters::{Counters, SharedCounters};
+use crate::io::process_cpu_ns;
 use crate::process::DropReason;
 use crate::report::{LatencyUs, Report};
 use crate::samples::SampleSource;
-use crate::io::process_cpu_ns;
 
 /// Largest latency the histograms hold: 60 s in nanoseconds.
 const MAX_NS: u64 = 60_000_000_000;
@@ -127,10 +127,7 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
         if cfg.interval.is_some() {
             let snap = snapshot(&cfg);
             let now = Instant::now();
-            eprintln!(
-                "{}",
-                stats_line(&snap, &prev, now, start, &interval_hist)
-            );
+            eprintln!("{}", stats_line(&snap, &prev, now, start, &interval_hist));
             prev = (snap, now);
         }
         interval_hist.reset();

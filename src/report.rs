@@ -101,6 +101,10 @@ pub struct Report {
     pub wakeups: u64,
     /// Of those, the ones whose receive found nothing: wasted wake-ups.
     pub spurious_wakeups: u64,
+    /// Times worker threads went to sleep (voluntary context switches):
+    /// every wake-up ends in one, including those the kernel made for a
+    /// datagram another worker took.
+    pub worker_sleeps: u64,
     /// Latency samples lost on the way to the metrics thread.
     pub samples_dropped: u64,
     /// received - echoed - dropped - send errors - held in backlogs (zero
@@ -216,6 +220,7 @@ impl Report {
             reached_socket: total.rx_packets + snap.kernel_drops,
             wakeups: total.wakeups,
             spurious_wakeups: total.spurious_wakeups,
+            worker_sleeps: total.sleeps,
             samples_dropped: total.samples_dropped,
             unaccounted: total.unaccounted(),
             latency_clock: if kernel_clock { "kernel" } else { "user" },
@@ -323,8 +328,11 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "wake-ups      {} ({} spurious: woken, nothing to receive)",
-            self.wakeups, self.spurious_wakeups
+            "wake-ups      {} ({} spurious: woken, nothing to receive); worker sleeps {} ({:.2} per datagram)",
+            self.wakeups,
+            self.spurious_wakeups,
+            self.worker_sleeps,
+            self.worker_sleeps as f64 / self.rx_packets.max(1) as f64
         )?;
         if l.count == 0 {
             writeln!(

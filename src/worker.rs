@@ -184,6 +184,7 @@ impl Worker {
         );
         self.rx.release(&mut self.pool);
         self.samples.flush();
+        self.counters.sleeps = io::thread_voluntary_switches();
         self.publish(true);
     }
 
@@ -308,6 +309,7 @@ impl Worker {
             self.samples.flush();
             self.last_flush_ns = now;
             io::drain_error_queue(self.fd, 64);
+            self.counters.sleeps = io::thread_voluntary_switches();
         }
         self.publish(false);
     }
@@ -324,12 +326,10 @@ impl Worker {
                 Ok(())
             }
             Some(libc::EINTR) => Ok(()),
-            Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EINVAL) => {
-                Err(Error::new(
-                    e.kind(),
-                    format!("worker {}: receive failed, socket unusable: {e}", self.id),
-                ))
-            }
+            Some(libc::EBADF | libc::ENOTSOCK | libc::EFAULT | libc::EINVAL) => Err(Error::new(
+                e.kind(),
+                format!("worker {}: receive failed, socket unusable: {e}", self.id),
+            )),
             Some(errno) => {
                 self.counters.recv_errors.count(errno);
                 io::drain_error_queue(self.fd, 64);

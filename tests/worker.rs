@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use udp_packet_pool::counters::SharedCounters;
+use udp_packet_pool::io as sys;
 use udp_packet_pool::packet::PacketPool;
 use udp_packet_pool::process::{DropReason, Pipeline};
 use udp_packet_pool::samples;
-use udp_packet_pool::io as sys;
 use udp_packet_pool::worker::{IoMode, Worker};
 
 fn worker(pool_size: usize, batch: usize, io: IoMode) -> (Worker, UdpSocket, Arc<SharedCounters>) {

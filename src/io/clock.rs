@@ -1,5 +1,6 @@
 //! Clocks: `CLOCK_REALTIME` (the clock of kernel receive timestamps),
-//! `CLOCK_MONOTONIC` and the process CPU clock, in nanoseconds.
+//! `CLOCK_MONOTONIC` and the process CPU clock, in nanoseconds; a thread's
+//! voluntary context switches.
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut t = libc::timespec {
@@ -25,6 +26,19 @@ pub fn now_monotonic_ns() -> u64 {
 /// CPU time (user + system) this process has used, in nanoseconds.
 pub fn process_cpu_ns() -> u64 {
     clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// Voluntary context switches of the calling thread so far
+/// (`getrusage(RUSAGE_THREAD)`): each time it blocked, in a receive, a
+/// wait or a lock. Every wake-up of a sleeping worker ends in one, whether
+/// or not it then found work.
+pub fn thread_voluntary_switches() -> u64 {
+    // SAFETY: rusage is a plain C struct; all-zero is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid rusage to write into; RUSAGE_THREAD is valid
+    // on Linux, so the call cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    ru.ru_nvcsw as u64
 }
 
 #[cfg(test)]

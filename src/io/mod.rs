@@ -41,7 +41,7 @@ pub mod send_batch;
 pub mod slab;
 pub mod sockopt;
 
-pub use clock::{now_monotonic_ns, now_realtime_ns, process_cpu_ns};
+pub use clock::{now_monotonic_ns, now_realtime_ns, process_cpu_ns, thread_voluntary_switches};
 pub use epoll::{poll_one, Epoll, Ready};
 pub use recv_batch::{RecvBatch, RecvWait};
 pub use send_batch::{SendBatch, SendError, SendFault};

@@ -289,8 +289,14 @@ mod tests {
             client.send_to(m, to).unwrap();
         }
         let more = recv_all(&mut b, &server, &mut pool, 3);
-        let payloads: Vec<_> = more.iter().map(|s| pool.buffer(s).payload().to_vec()).collect();
-        assert_eq!(payloads, [b"two".to_vec(), b"thr".to_vec(), b"fou".to_vec()]);
+        let payloads: Vec<_> = more
+            .iter()
+            .map(|s| pool.buffer(s).payload().to_vec())
+            .collect();
+        assert_eq!(
+            payloads,
+            [b"two".to_vec(), b"thr".to_vec(), b"fou".to_vec()]
+        );
         assert_eq!(b.posted(), 2);
         assert_eq!(pool.stats().exhaustion_events, 0, "no failed allocation");
         // The shrunken ring still receives into valid buffers.

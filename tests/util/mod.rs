@@ -269,3 +269,85 @@ pub fn assert_reconciled(r: &serde_json::Value) -> (u64, u64) {
     );
     (rx, tx)
 }
+
+/// One socket's line of `/proc/net/udp` (or `udp6`): its receive queue in
+/// bytes and its `drops` column, found by local port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcUdp {
+    pub rx_queue: u64,
+    pub drops: u64,
+}
+
+/// Reads the `/proc/net/udp` line of the socket bound to `port` (the
+/// reading process's network namespace). `None` if no socket has that port.
+pub fn proc_net_udp(port: u16) -> Option<ProcUdp> {
+    let want = format!(":{port:04X}");
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(file).ok()?;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 13 || !f[1].ends_with(&want) {
+                continue;
+            }
+            let rx_queue = u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok()?;
+            let drops = f[f.len() - 1].parse().ok()?;
+            return Some(ProcUdp { rx_queue, drops });
+        }
+    }
+    None
+}
+
+/// A counter of the `Udp:` lines of `/proc/net/snmp` (system-wide), e.g.
+/// `RcvbufErrors`.
+pub fn snmp_udp(name: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/net/snmp").expect("/proc/net/snmp");
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines
+        .next()
+        .expect("Udp header")
+        .split_whitespace()
+        .collect();
+    let values: Vec<&str> = lines
+        .next()
+        .expect("Udp values")
+        .split_whitespace()
+        .collect();
+    let i = names
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or_else(|| panic!("no Udp counter {name}"));
+    values[i].parse().expect("counter value")
+}
+
+/// True when the tests run as root (namespaces, qdiscs, forced buffers).
+pub fn is_root() -> bool {
+    effective_uid() == 0
+}
+
+/// The effective user id, from `/proc/self/status`.
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// A test that needs something this machine may lack: with the environment
+/// variable `require` set (CI sets it) a missing prerequisite fails the
+/// test; otherwise the test says on stderr why it is skipped. Returns true
+/// when the test may run.
+pub fn prerequisite(ok: bool, require: &str, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var_os(require).is_some() {
+        panic!("{what} is required ({require} is set) but not available");
+    }
+    eprintln!("note: skipping: {what} is not available (set {require}=1 to make this a failure)");
+    false
+}
