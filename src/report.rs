@@ -103,6 +103,10 @@ pub struct Report {
     /// True for the report at shutdown; false for a mid-run summary
     /// (SIGHUP), where buffers posted to the receive call are in use.
     pub final_report: bool,
+    /// `-v` packet log lines lost: dropped because the log queue was full,
+    /// or still queued when a stalled log thread was given up at shutdown.
+    /// Known at shutdown only (0 in a SIGHUP summary).
+    pub log_lines_dropped: u64,
 }
 
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`).
@@ -195,6 +199,7 @@ impl Report {
             buffers_returned: workers.iter().all(|w| w.buffers_returned),
             workers,
             final_report,
+            log_lines_dropped: 0,
         }
     }
 
@@ -281,6 +286,13 @@ impl fmt::Display for Report {
                 f,
                 "latency us    p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples, {} clock, {} lost)",
                 l.p50, l.p99, l.p999, l.max, l.count, self.latency_clock, self.samples_dropped
+            )?;
+        }
+        if self.final_report {
+            writeln!(
+                f,
+                "packet log    {} lines dropped (-v queue full or stderr stalled)",
+                self.log_lines_dropped
             )?;
         }
         let mib = |b: f64| b / (1024.0 * 1024.0);
