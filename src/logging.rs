@@ -310,7 +310,9 @@ impl LogThread {
     /// is told to stop, what it still holds is counted as abandoned, and it
     /// is left behind instead of joined, so shutdown never hangs on stderr.
     pub fn finish(mut self, stall: Duration) -> LogSummary {
-        let dropped_full = self.queue.take().map_or(0, |q| q.dropped());
+        // Our sender goes too, so the thread sees the queue end once drained.
+        let dropped = self.queue.take().map(|q| q.dropped);
+        let dropped_full = || dropped.as_ref().map_or(0, |d| d.load(Ordering::Relaxed));
         let mut last = self.written.load(Ordering::Relaxed);
         loop {
             match self.ended.recv_timeout(stall) {
@@ -318,7 +320,7 @@ impl LogThread {
                     let joined = self.handle.join().is_ok();
                     return LogSummary {
                         written: self.written.load(Ordering::Relaxed),
-                        dropped_full,
+                        dropped_full: dropped_full(),
                         abandoned: self.rx.len() as u64,
                         joined,
                     };
@@ -329,7 +331,7 @@ impl LogThread {
                         self.quit.store(true, Ordering::Relaxed);
                         return LogSummary {
                             written: now,
-                            dropped_full,
+                            dropped_full: dropped_full(),
                             abandoned: self.rx.len() as u64,
                             joined: false,
                         };
