@@ -130,6 +130,10 @@ pub struct Report {
     /// Workers that failed (panicked or lost their socket), with the error;
     /// empty on a clean run.
     pub worker_failures: Vec<String>,
+    /// `-v` packet log lines lost: dropped because the log queue was full,
+    /// or still queued when a stalled log thread was given up at shutdown.
+    /// Known at shutdown only (0 in a SIGHUP summary).
+    pub log_lines_dropped: u64,
 }
 
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`).
@@ -234,6 +238,7 @@ impl Report {
             workers,
             final_report,
             worker_failures: Vec::new(),
+            log_lines_dropped: 0,
         }
     }
 
@@ -345,6 +350,13 @@ impl fmt::Display for Report {
                 f,
                 "latency us    p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples, {} clock, {} lost)",
                 l.p50, l.p99, l.p999, l.max, l.count, self.latency_clock, self.samples_dropped
+            )?;
+        }
+        if self.final_report {
+            writeln!(
+                f,
+                "packet log    {} lines dropped (-v queue full or stderr stalled)",
+                self.log_lines_dropped
             )?;
         }
         let mib = |b: f64| b / (1024.0 * 1024.0);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::backlog::DEFAULT_SEND_DEADLINE;
 use crate::counters::{Counters, SharedCounters};
-use crate::logging::PacketLog;
+use crate::logging::{self, LogThread, PacketLog};
 use crate::metrics::{self, MetricsConfig};
 use crate::packet::{PacketPool, DEFAULT_PACKET_SIZE};
 use crate::process::Pipeline;
@@ -84,6 +84,8 @@ pub struct ServerHandle {
     dump: Arc<AtomicBool>,
     workers: Vec<JoinHandle<Result<Counters, String>>>,
     metrics: JoinHandle<Report>,
+    /// The `-v` logging thread (only with `verbose`).
+    log: Option<LogThread>,
 }
 
 /// Binds and starts everything; returns once every worker is ready.
@@ -124,12 +126,17 @@ pub fn start_with(
     let mut shared = Vec::with_capacity(cfg.threads);
     let mut workers = Vec::with_capacity(cfg.threads);
     let mut kernel_clock = true;
+    let log = if cfg.verbose {
+        Some(LogThread::spawn(logging::QUEUE_LINES)?)
+    } else {
+        None
+    };
     for (id, (sock, sink)) in sockets.into_iter().zip(sinks).enumerate() {
         let counters = Arc::new(SharedCounters::default());
         shared.push(counters.clone());
         let mut p = pipeline(id);
-        if cfg.verbose {
-            p = p.with(PacketLog::new(id, cfg.log_rate));
+        if let Some(log) = &log {
+            p = p.with(PacketLog::new(id, cfg.log_rate, log.queue()));
         }
         let pool = PacketPool::new(cfg.pool_size, cfg.packet_size);
         let mut w = Worker::new(
@@ -198,6 +205,7 @@ pub fn start_with(
         dump,
         workers: handles,
         metrics,
+        log,
     })
 }
 
@@ -249,6 +257,12 @@ impl ServerHandle {
             .join()
             .map_err(|_| io::Error::other("the metrics thread panicked"))?;
         report.worker_failures = failures;
+        // Last: the workers (and their log queue ends) are gone. A log thread
+        // stuck on a stderr nobody reads is left behind, not waited for.
+        if let Some(log) = self.log {
+            let s = log.finish(logging::STALL_LIMIT);
+            report.log_lines_dropped = s.lost();
+        }
         Ok(report)
     }
 

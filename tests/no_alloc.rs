@@ -1,6 +1,7 @@
 //! Proves the hot path does not touch the heap: a counting global allocator
 //! counts allocations made on the worker's thread while it echoes thousands
-//! of datagrams in steady state (after a warm-up round).
+//! of datagrams in steady state (after a warm-up round), in every I/O mode,
+//! with the `-v` packet log and in `--sockperf` reply mode.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -10,23 +11,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use udp_packet_pool::counters::SharedCounters;
+use udp_packet_pool::logging::{self, LogThread, PacketLog};
 use udp_packet_pool::packet::PacketPool;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::samples;
+use udp_packet_pool::sockperf::{self, SockperfReply};
 use udp_packet_pool::worker::{IoMode, Worker};
 
 struct Counting;
 
-static ARMED: AtomicBool = AtomicBool::new(false);
-static WORKER_ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// One counter slot per test, so the tests can run in parallel.
+const SLOTS: usize = 8;
+const NOT_COUNTED: usize = usize::MAX;
+static ARMED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
+static WORKER_ALLOCS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 
 thread_local! {
-    static IS_WORKER: Cell<bool> = const { Cell::new(false) };
+    /// The slot this thread's allocations count in (worker threads only).
+    static SLOT: Cell<usize> = const { Cell::new(NOT_COUNTED) };
 }
 
 fn note() {
-    if ARMED.load(Ordering::Relaxed) && IS_WORKER.with(|w| w.get()) {
-        WORKER_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    let slot = SLOT.with(|s| s.get());
+    if slot < SLOTS && ARMED[slot].load(Ordering::Relaxed) {
+        WORKER_ALLOCS[slot].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -52,11 +60,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn echo_round(client: &UdpSocket, to: std::net::SocketAddr, n: usize) {
+/// Sends `n` datagrams made by `payload(i)` in rounds of 50 and waits for
+/// every answer.
+fn echo_round(
+    client: &UdpSocket,
+    to: std::net::SocketAddr,
+    n: usize,
+    payload: &dyn Fn(usize) -> Vec<u8>,
+) {
     let mut buf = [0u8; 256];
-    for chunk in 0..n / 50 {
-        for i in 0..50 {
-            client.send_to(&[(chunk + i) as u8; 200], to).unwrap();
+    let datagrams: Vec<Vec<u8>> = (0..50).map(payload).collect();
+    for _ in 0..n / 50 {
+        for d in &datagrams {
+            client.send_to(d, to).unwrap();
         }
         for _ in 0..50 {
             client.recv_from(&mut buf).expect("echo");
@@ -64,67 +80,147 @@ fn echo_round(client: &UdpSocket, to: std::net::SocketAddr, n: usize) {
     }
 }
 
+/// Plain echo payloads.
+fn plain(i: usize) -> Vec<u8> {
+    vec![i as u8; 200]
+}
+
+/// sockperf ping-pong requests (CLIENT | PONG_REQUEST), which get replies.
+fn sockperf_request(i: usize) -> Vec<u8> {
+    let mut m = vec![0u8; 200];
+    m[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    m[8..10].copy_from_slice(&(sockperf::FLAG_CLIENT | sockperf::FLAG_PONG_REQUEST).to_be_bytes());
+    m[10..14].copy_from_slice(&200u32.to_be_bytes());
+    m
+}
+
+/// Runs one worker in `io` mode with `pipeline`, warms it up, then counts
+/// its allocations (in counter `slot`) while it answers 5000 datagrams.
+fn assert_worker_allocates_nothing(
+    slot: usize,
+    what: &str,
+    io: IoMode,
+    pipeline: Pipeline,
+    payload: &dyn Fn(usize) -> Vec<u8>,
+) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = sock.local_addr().unwrap();
+    let (mut sinks, source) = samples::channels(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = Worker::new(
+        0,
+        sock,
+        io,
+        PacketPool::new(256, 2048),
+        32,
+        pipeline,
+        sinks.remove(0),
+        Arc::new(SharedCounters::default()),
+        stop.clone(),
+    )
+    .unwrap();
+    // A stand-in metrics thread that recycles sample buffers, as the real one does.
+    let drain = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while let Ok(b) = source.rx.recv() {
+            n += b.samples.len() as u64;
+            source.give_back(b.worker, b.samples);
+        }
+        n
+    });
+    let t = std::thread::spawn(move || {
+        SLOT.with(|s| s.set(slot));
+        w.run()
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    echo_round(&client, to, 1000, payload); // warm-up: first-use allocations happen here
+    WORKER_ALLOCS[slot].store(0, Ordering::Relaxed);
+    ARMED[slot].store(true, Ordering::Relaxed);
+    echo_round(&client, to, 5000, payload);
+    ARMED[slot].store(false, Ordering::Relaxed);
+    let allocs = WORKER_ALLOCS[slot].load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let c = t.join().unwrap().unwrap();
+    let samples = drain.join().unwrap();
+    assert_eq!(c.tx_packets, 6000, "{what}");
+    assert!(
+        samples > 0,
+        "{what}: latency samples reached the metrics side"
+    );
+    assert_eq!(
+        allocs, 0,
+        "{what}: worker allocated {allocs} times while answering 5000 datagrams"
+    );
+}
+
 #[test]
-fn steady_state_worker_loop_allocates_nothing() {
-    // The counter itself works: an allocation on a marked thread is seen.
-    IS_WORKER.with(|f| f.set(true));
-    ARMED.store(true, Ordering::Relaxed);
+fn the_counting_allocator_counts() {
+    SLOT.with(|s| s.set(0));
+    ARMED[0].store(true, Ordering::Relaxed);
     let probe = std::hint::black_box(Box::new([0u8; 64]));
-    ARMED.store(false, Ordering::Relaxed);
-    IS_WORKER.with(|f| f.set(false));
+    ARMED[0].store(false, Ordering::Relaxed);
+    SLOT.with(|s| s.set(NOT_COUNTED));
     drop(probe);
     assert!(
-        WORKER_ALLOCS.load(Ordering::Relaxed) >= 1,
+        WORKER_ALLOCS[0].load(Ordering::Relaxed) >= 1,
         "counting allocator is not counting"
     );
-    for io in [IoMode::Blocking, IoMode::Epoll] {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = sock.local_addr().unwrap();
-        let (mut sinks, source) = samples::channels(1);
-        let stop = Arc::new(AtomicBool::new(false));
-        let w = Worker::new(
-            0,
-            sock,
-            io,
-            PacketPool::new(256, 2048),
-            32,
-            Pipeline::echo(),
-            sinks.remove(0),
-            Arc::new(SharedCounters::default()),
-            stop.clone(),
-        )
-        .unwrap();
-        // A stand-in metrics thread that recycles sample buffers, as the real one does.
-        let drain = std::thread::spawn(move || {
-            let mut n = 0u64;
-            while let Ok(b) = source.rx.recv() {
-                n += b.samples.len() as u64;
-                source.give_back(b.worker, b.samples);
-            }
-            n
-        });
-        let t = std::thread::spawn(move || {
-            IS_WORKER.with(|f| f.set(true));
-            w.run()
-        });
-        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        echo_round(&client, to, 1000); // warm-up: first-use allocations happen here
-        WORKER_ALLOCS.store(0, Ordering::Relaxed);
-        ARMED.store(true, Ordering::Relaxed);
-        echo_round(&client, to, 5000);
-        ARMED.store(false, Ordering::Relaxed);
-        let allocs = WORKER_ALLOCS.load(Ordering::Relaxed);
-        stop.store(true, Ordering::Relaxed);
-        let c = t.join().unwrap().unwrap();
-        let samples = drain.join().unwrap();
-        assert_eq!(c.tx_packets, 6000, "{io:?}");
-        assert!(samples > 0, "latency samples reached the metrics side");
-        assert_eq!(
-            allocs, 0,
-            "{io:?}: worker allocated {allocs} times while echoing 5000 datagrams"
-        );
+}
+
+#[test]
+fn steady_state_worker_loop_allocates_nothing() {
+    assert_worker_allocates_nothing(1, "blocking", IoMode::Blocking, Pipeline::echo(), &plain);
+    assert_worker_allocates_nothing(2, "epoll", IoMode::Epoll, Pipeline::echo(), &plain);
+}
+
+#[test]
+fn spin_mode_allocates_nothing() {
+    assert_worker_allocates_nothing(3, "spin", IoMode::Spin, Pipeline::echo(), &plain);
+}
+
+#[test]
+fn sockperf_reply_mode_allocates_nothing() {
+    // As the server binary builds it for --sockperf.
+    let p = Pipeline::echo().with(SockperfReply);
+    assert_worker_allocates_nothing(4, "sockperf", IoMode::Blocking, p, &sockperf_request);
+}
+
+/// A logger that formats every record into a `String`, as a real one
+/// (env_logger) does: on whichever thread calls `log!`.
+struct FormattingLogger;
+
+impl log::Log for FormattingLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
     }
+    fn log(&self, record: &log::Record<'_>) {
+        std::hint::black_box(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+static LOGGER: FormattingLogger = FormattingLogger;
+
+#[test]
+fn verbose_packet_log_allocates_nothing() {
+    // With a logger that formats, so a line written from the worker's own
+    // thread would be counted here.
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+    // As the server builds it for -v: every datagram offered to the log
+    // queue (the limit is far above the rate), some dropped when it is full.
+    let log = LogThread::spawn(logging::QUEUE_LINES).unwrap();
+    let p = Pipeline::echo().with(PacketLog::new(0, 1_000_000, log.queue()));
+    assert_worker_allocates_nothing(5, "-v", IoMode::Blocking, p, &plain);
+    let s = log.finish(logging::STALL_LIMIT);
+    assert!(s.joined, "the log thread ended once the worker was gone");
+    assert_eq!(
+        s.written + s.lost(),
+        6000,
+        "every datagram was offered: {s:?}"
+    );
 }

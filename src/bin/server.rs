@@ -196,14 +196,22 @@ fn main() -> ExitCode {
         }
     };
     let notices_handle = notices.handle();
+    let (notice_done, notice_ended) = std::sync::mpsc::channel::<()>();
     let notice = std::thread::spawn(move || {
+        let _done = notice_done;
         if notices.forever().next().is_some() {
             eprintln!("server: shutting down (signal again to exit at once)");
         }
     });
     let result = handle.join();
     notices_handle.close();
-    let _ = notice.join();
+    // Joined only if it ends promptly: with a stderr nobody reads it can be
+    // stuck in eprintln forever, and the report must still be written.
+    if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+        notice_ended.recv_timeout(Duration::from_secs(1))
+    {
+        let _ = notice.join();
+    }
     match result {
         Ok(report) => {
             let mut out = std::io::stdout().lock();
