@@ -6,8 +6,9 @@
 //! `ENOBUFS` from a full device queue, or a short count), the unsent
 //! datagrams simply stay in their pool buffers: no copy, no allocation
 //! (the queue's capacity is the pool's). The worker then waits for the
-//! socket to become writable (`EAGAIN`) or for 1 ms (`ENOBUFS`, where the
-//! socket stays writable) before the next attempt. Meanwhile new datagrams
+//! socket to become writable (`EAGAIN`; [`SendBacklog::mark_writable`]) or
+//! for 1 ms (`ENOBUFS`, where the socket stays writable) before the next
+//! attempt: new datagrams arriving meanwhile cost no failed send call. Meanwhile new datagrams
 //! keep arriving into the pool, so pool use, its high-water mark and
 //! exhaustion measure real send pressure. An echo held longer than the
 //! send deadline is dropped, oldest first, as `send_deadline`.
@@ -90,6 +91,13 @@ impl SendBacklog {
         &mut self.batch
     }
 
+    /// The socket reported room to write: the next flush tries again.
+    pub fn mark_writable(&mut self) {
+        if self.stall == Stall::WouldBlock {
+            self.stall = Stall::Clear;
+        }
+    }
+
     /// Appends an echo.
     #[inline]
     pub fn push(&mut self, slot: Slot) {
@@ -121,10 +129,12 @@ impl SendBacklog {
             counters.drop(DropReason::SendDeadline);
             pool.free(s);
         }
-        if let Stall::NoBufs(at) = self.stall {
-            if now < at && !self.queue.is_empty() {
-                return;
-            }
+        match self.stall {
+            Stall::NoBufs(at) if now < at && !self.queue.is_empty() => return,
+            // Not until the socket said it is writable: a new datagram
+            // arriving is no reason to try again.
+            Stall::WouldBlock if !self.queue.is_empty() => return,
+            _ => {}
         }
         self.stall = Stall::Clear;
         let mut retried = false;
@@ -246,6 +256,9 @@ mod tests {
         );
         assert_eq!(c.send_stalls, [1, 0, 2]);
         assert_eq!(c.unaccounted(), b.len() as i64);
+        b.flush(fd, &mut pool, &mut c, &mut sinks[0]);
+        assert_eq!(b.batch_mut().calls(), 3, "no new attempt until writable");
+        b.mark_writable();
         // Calls: 3 sent (partial), the last 1 sent.
         b.flush(fd, &mut pool, &mut c, &mut sinks[0]);
         assert_eq!((c.tx_packets, b.len(), b.stall()), (10, 0, Stall::Clear));

@@ -253,7 +253,11 @@ impl Worker {
     fn wait_for_work(&mut self) -> Result<Option<RecvWait>> {
         let pending = !self.backlog.is_empty();
         let ready = match (self.io, pending) {
-            (IoMode::Spin, _) => return Ok(Some(RecvWait::DontWait)),
+            (IoMode::Spin, _) => {
+                // Busy polling: try the backlog again every round.
+                self.backlog.mark_writable();
+                return Ok(Some(RecvWait::DontWait));
+            }
             (IoMode::Blocking, false) => return Ok(Some(RecvWait::WaitForOne)),
             (IoMode::Epoll, false) => {
                 let ep = self.epoll.as_mut().expect("epoll mode has an epoll");
@@ -270,6 +274,9 @@ impl Worker {
                     }
                     None => io::poll_one(self.fd, want_out, timeout)?,
                 };
+                if r.writable {
+                    self.backlog.mark_writable();
+                }
                 (r, timeout)
             }
         };
