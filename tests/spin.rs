@@ -18,12 +18,20 @@ fn spin_mode_keeps_every_latency_sample_at_100k_per_second() {
         .args(["--warmup", "0", "--flows", "4", "--json"])
         .output()
         .expect("run loadgen");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let f = srv.stop();
     let r = json(&f.stdout);
     let (_, tx) = assert_reconciled(&r);
     eprintln!("spin mode: {tx} echoes, report {}", r["latency_us"]);
     assert!(tx > 10_000, "the load did not reach the server: {r}");
     assert_eq!(r["samples_dropped"], 0, "{r}");
-    assert_eq!(r["latency_us"]["count"].as_u64(), Some(tx), "one sample per echo");
+    assert_eq!(
+        r["latency_us"]["count"].as_u64(),
+        Some(tx),
+        "one sample per echo"
+    );
 }

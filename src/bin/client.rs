@@ -6,6 +6,7 @@
 //! bind or send) exit 1, and so does any probe that timed out, met no server
 //! or came back corrupted. With `--json` the per-probe lines go to stderr and
 //! stdout holds only the summary as one JSON object.
+#![deny(unsafe_code)]
 
 use std::io::{self, Write};
 use std::process::ExitCode;

@@ -1,4 +1,5 @@
 //! `server`: the multi-threaded UDP echo server (thin wrapper over the library).
+#![deny(unsafe_code)]
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};

@@ -33,6 +33,7 @@ impl Epoll {
     /// An epoll instance with `sock` registered for `EPOLLIN`, exclusively
     /// (`EPOLLEXCLUSIVE`) when `exclusive`.
     pub fn new(sock: RawFd, exclusive: bool) -> io::Result<Epoll> {
+        // SAFETY: plain integer flags; the kernel returns a new descriptor.
         let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: `sock` is an open descriptor owned by the caller's socket.
         let out_fd = match syscall!(fcntl(sock, libc::F_DUPFD_CLOEXEC, 0)) {
