@@ -12,18 +12,6 @@ use std::process::{Command, Output};
 
 use util::*;
 
-fn sockperf_available() -> bool {
-    let found = Command::new("sockperf").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var("REQUIRE_SOCKPERF").is_err(),
-            "REQUIRE_SOCKPERF is set but sockperf is not installed"
-        );
-        eprintln!("sockperf not installed; skipping (apt-get install sockperf)");
-    }
-    found
-}
-
 fn sockperf(mode: &str, port: u16, extra: &[&str]) -> (Output, String) {
     let port = port.to_string();
     let mut args = vec![mode, "-i", "127.0.0.1", "-p", &port, "-t", "1", "-m", "64"];

@@ -1,19 +1,23 @@
 //! Helpers shared by the integration tests: start the real `server` binary on
 //! an ephemeral loopback port, talk to it, stop it with a signal, and always
-//! clean up the process.
+//! clean up the process; run `loadgen` to completion; decide whether the
+//! sockperf tests run (`REQUIRE_SOCKPERF`).
 #![allow(dead_code)]
 
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// Longest any single helper waits (a guard against hangs, not a timing assertion).
 pub const GUARD: Duration = Duration::from_secs(10);
+
+/// Longest a `loadgen` run may take (a hang guard, not a timing assertion).
+pub const LOADGEN_GUARD: Duration = Duration::from_secs(60);
 
 /// A running `server` process, killed on drop if still alive.
 pub struct ServerProc {
@@ -352,4 +356,78 @@ pub fn prerequisite(ok: bool, require: &str, what: &str) -> bool {
     }
     eprintln!("note: skipping: {what} is not available (set {require}=1 to make this a failure)");
     false
+}
+
+/// Whether the `sockperf` binary can be run. Without it, tests that need it
+/// print a note and skip, unless `REQUIRE_SOCKPERF` is set (as in CI): then
+/// this fails the test.
+pub fn sockperf_available() -> bool {
+    let found = Command::new("sockperf").arg("--version").output().is_ok();
+    prerequisite(
+        found,
+        "REQUIRE_SOCKPERF",
+        "sockperf (apt-get install sockperf)",
+    )
+}
+
+/// Runs `loadgen ARGS` to completion (bounded by [`LOADGEN_GUARD`]) and
+/// returns its output.
+pub fn loadgen(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let e = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = wait_bounded(&mut child, LOADGEN_GUARD);
+    Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
+}
+
+/// Runs `loadgen ARGS --json`, expects success and returns the report and stderr.
+pub fn loadgen_json_err(args: &[&str]) -> (serde_json::Value, String) {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = loadgen(&a);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "loadgen {a:?} failed: {:?}\n{stderr}",
+        out.status
+    );
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON ({e}): {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (v, stderr)
+}
+
+/// Runs `loadgen ARGS --json`, expects success and returns the report.
+pub fn loadgen_json(args: &[&str]) -> serde_json::Value {
+    loadgen_json_err(args).0
+}
+
+/// A count in a JSON report (panics if missing).
+pub fn count(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing or not a count in {v}"))
 }

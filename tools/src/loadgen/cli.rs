@@ -7,17 +7,32 @@ use std::path::PathBuf;
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--rate` in rate mode when none is given.
+pub const DEFAULT_RATE: u64 = 10_000;
+
 /// Largest UDP payload over IPv4.
 pub const MAX_SIZE: usize = 65_507;
 
 /// Open-loop, rate-paced UDP load generator (wrk2 model) for echo servers.
 ///
-/// Packet i of the run (split round-robin over the flows) is due at
-/// start + i/rate, whatever happened to earlier packets; latency is measured
-/// both from that intended send time (corrected for coordinated omission)
-/// and from the actual send time (uncorrected). Packets sent during the
-/// warm-up are left out of every result. Loss is counted after a drain
-/// period; a loss is a measurement, so the exit code stays 0.
+/// --mode rate (default, --rate 10000 unless given): packet i of the run
+/// (split round-robin over the flows) is due at start + i/rate, whatever
+/// happened to earlier packets.
+///
+/// --mode pingpong: one packet in flight per flow. Without --rate it runs
+/// back to back like sockperf ping-pong: the next packet goes as soon as the
+/// echo arrives. With --rate each flow keeps a schedule (its share of the
+/// rate); a packet whose slot passed while the flow waited for an echo goes
+/// as soon as the echo arrives, and sending stops at the end of --duration.
+///
+/// Latency columns: "corrected" is receive time - intended (scheduled) send
+/// time, so time the sender was held back by a late echo or a late thread
+/// counts (no coordinated omission); "uncorrected" is receive time - actual
+/// send time (the plain round trip). Back to back there is no schedule:
+/// corrected is not applicable and equals uncorrected (the report says so).
+/// Packets sent during the warm-up are left out of every result. Loss is
+/// counted after a drain period; a loss is a measurement, so the exit code
+/// stays 0.
 #[derive(Parser, Debug)]
 #[command(
     name = "loadgen",
@@ -25,7 +40,8 @@ pub const MAX_SIZE: usize = 65_507;
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  \
         loadgen --rate 200000 --duration 5 --flows 16\n  \
-        loadgen --mode pingpong --rate 1000000 --target [::1]:8888\n  \
+        loadgen --mode pingpong --target [::1]:8888   (back to back)\n  \
+        loadgen --mode pingpong --rate 2000 --flows 2   (paced)\n  \
         loadgen --protocol sockperf --target 127.0.0.1:11111 --json\n  \
         loadgen --hlog run1.hlog ... ; loadgen merge run1.hlog run2.hlog"
 )]
@@ -65,7 +81,8 @@ pub struct MergeArgs {
 pub enum Mode {
     /// Open loop: a fixed schedule, independent of the replies.
     Rate,
-    /// One outstanding packet per flow (--rate still caps the total).
+    /// One outstanding packet per flow: back to back without --rate (like
+    /// sockperf ping-pong), on a schedule of --rate packets/s with it.
     Pingpong,
 }
 
@@ -85,10 +102,11 @@ pub struct RunArgs {
     /// Server address: HOST:PORT, a DNS name or an IP literal ([::1]:8888 for IPv6).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8888")]
     pub target: String,
-    /// Packets per second, in total over all flows.
-    #[arg(long, value_name = "PPS", default_value_t = 10_000,
+    /// Packets per second, in total over all flows [rate mode default: 10000;
+    /// pingpong default: none, back to back].
+    #[arg(long, value_name = "PPS",
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    pub rate: u64,
+    pub rate: Option<u64>,
     /// Seconds of measurement (after the warm-up).
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_secs)]
     pub duration: f64,
@@ -107,7 +125,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
-    /// rate: open-loop schedule; pingpong: one outstanding packet per flow.
+    /// rate: open-loop schedule; pingpong: one outstanding packet per flow
+    /// (back to back unless --rate is given).
     #[arg(long, value_enum, default_value_t = Mode::Rate)]
     pub mode: Mode,
     /// echo: byte-exact echo servers; sockperf: sockperf servers (or `server --sockperf`).
@@ -120,10 +139,10 @@ pub struct RunArgs {
     /// Print the final report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Write the corrected latency in HdrHistogram's percentile text format (microseconds).
+    /// Write the corrected latency (back to back: the round trip) in HdrHistogram's percentile text format (microseconds).
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
-    /// Write a V2 compressed interval log of the corrected latency (nanoseconds, one interval a second).
+    /// Write a V2 compressed interval log of the corrected latency (back to back: the round trip; nanoseconds, one interval a second).
     #[arg(long, value_name = "FILE")]
     pub hlog: Option<PathBuf>,
     /// Busy-wait between sends instead of sleeping (costs a whole core).
@@ -182,7 +201,7 @@ mod tests {
     fn run_options_need_no_subcommand() {
         let c = Cli::try_parse_from(["loadgen", "--rate", "200000", "--flows", "16"]).unwrap();
         assert!(c.command.is_none());
-        assert_eq!((c.run.rate, c.run.flows), (200_000, 16));
+        assert_eq!((c.run.rate, c.run.flows), (Some(200_000), 16));
         assert_eq!(c.run.target, "127.0.0.1:8888");
         assert_eq!((c.run.duration, c.run.warmup), (10.0, 1.0));
     }

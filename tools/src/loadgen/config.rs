@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use crate::cli::{Mode, Protocol, RunArgs};
+use crate::cli::{Mode, Protocol, RunArgs, DEFAULT_RATE};
 use crate::codec::Codec;
 
 const NS_PER_SEC: f64 = 1e9;
@@ -27,8 +27,9 @@ pub struct Config {
     pub target_arg: String,
     /// Where the packets go.
     pub target: SocketAddr,
-    /// Packets per second over all flows.
-    pub rate: u64,
+    /// Packets per second over all flows; `None` only in pingpong mode
+    /// without `--rate` (back to back: no schedule).
+    pub rate: Option<u64>,
     /// Measurement length.
     pub duration_ns: u64,
     /// Warm-up length.
@@ -89,7 +90,10 @@ impl Config {
         Ok(Config {
             target_arg: a.target.clone(),
             target,
-            rate: a.rate,
+            rate: match (a.mode, a.rate) {
+                (Mode::Rate, None) => Some(DEFAULT_RATE),
+                (_, r) => r,
+            },
             duration_ns: (a.duration * NS_PER_SEC).round().max(1.0) as u64,
             warmup_ns: (a.warmup * NS_PER_SEC).round() as u64,
             size: a.size,
@@ -142,6 +146,15 @@ mod tests {
             (10_000_000_000, 1_000_000_000)
         );
         assert_eq!((c.drain_ns, c.batch), (500_000_000, 32));
+        assert_eq!(c.rate, Some(DEFAULT_RATE));
+    }
+
+    #[test]
+    fn pingpong_is_back_to_back_unless_a_rate_is_given() {
+        let c = Config::from_args(&args(&["--mode", "pingpong"])).unwrap();
+        assert_eq!(c.rate, None);
+        let c = Config::from_args(&args(&["--mode", "pingpong", "--rate", "2000"])).unwrap();
+        assert_eq!(c.rate, Some(2000));
     }
 
     #[test]

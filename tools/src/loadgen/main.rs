@@ -9,7 +9,10 @@
 //! *uncorrected* from the actual send time. A sender that falls behind sends
 //! what is due as fast as it can; the report then shows the achieved send
 //! rate next to the asked one and how far behind it got (`behind_max_us`).
-//! `--mode pingpong` keeps one packet in flight per flow instead.
+//! `--mode pingpong` keeps one packet in flight per flow instead: back to
+//! back without `--rate` (no schedule, so corrected latency does not apply
+//! and the report says so), on a per-flow schedule with it (corrected from
+//! the scheduled slot; see `worker::pingpong`).
 //!
 //! # Threads, pacing, receiving
 //! Flows are dealt round-robin to `--threads` threads. Each thread sends

@@ -2,7 +2,10 @@
 //! summary. Rates are per second over the measured duration, which is the
 //! asked duration unless the sender finished late (then the longer, real
 //! span, so a sender that fell behind shows a lower send rate) or the run
-//! was interrupted.
+//! was interrupted. The report says what its latency columns mean in the
+//! run's mode (`pacing`, `corrected_applicable`, `latency_note`): back to
+//! back (pingpong without `--rate`) has no schedule, so there is no
+//! corrected latency; `latency_us` then repeats the uncorrected figures.
 
 use std::fmt;
 
@@ -15,13 +18,34 @@ use crate::latency::{text_block, Percentiles};
 /// Sends this late (microseconds) earn a warning even when the rate was met.
 const LATE_WARNING_US: f64 = 10_000.0;
 
+/// What the columns mean in rate mode.
+const OPEN_LOOP_NOTE: &str = "corrected = receive - intended send time on the open-loop \
+    schedule (includes any lateness of the sender: no coordinated omission); \
+    uncorrected = receive - actual send time";
+/// What the columns mean in pingpong mode with `--rate`.
+const PACED_NOTE: &str = "corrected = receive - intended send time on each flow's schedule \
+    (includes the wait for a late echo before the packet could go: wrk2); \
+    uncorrected = receive - actual send time (the round trip)";
+/// What the columns mean in pingpong mode without `--rate`.
+const BACK_TO_BACK_NOTE: &str = "back to back, no schedule: corrected is not applicable and \
+    equals uncorrected = receive - actual send time (the round trip, as sockperf ping-pong \
+    reports it)";
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Resolved target address.
     pub target: String,
-    /// `--rate`.
-    pub rate_requested: u64,
+    /// `--rate` (10000 by default in rate mode); `None` back to back.
+    pub rate_requested: Option<u64>,
+    /// `open_loop` (rate mode), `paced` (pingpong with `--rate`) or
+    /// `back_to_back` (pingpong without `--rate`).
+    pub pacing: &'static str,
+    /// Whether `latency_us` is a corrected figure (false back to back,
+    /// where it equals `latency_uncorrected_us`).
+    pub corrected_applicable: bool,
+    /// What `latency_us` and `latency_uncorrected_us` mean in this mode.
+    pub latency_note: &'static str,
     /// Achieved send rate (packets/s).
     pub send_rate: f64,
     /// Unique valid replies per second.
@@ -52,7 +76,7 @@ pub struct Report {
     pub send_retries: u64,
     /// Worst lateness of a send against its schedule (microseconds).
     pub behind_max_us: f64,
-    /// Receive - intended send time.
+    /// Receive - intended send time (back to back: - actual send time).
     pub latency_us: Percentiles,
     /// Receive - actual send time.
     pub latency_uncorrected_us: Percentiles,
@@ -84,8 +108,8 @@ pub struct RunShape {
     pub target: String,
     /// `--target` as given.
     pub target_arg: String,
-    /// `--rate`.
-    pub rate: u64,
+    /// `--rate` as used; `None` back to back.
+    pub rate: Option<u64>,
     /// `--mode`.
     pub mode: Mode,
     /// `--protocol`.
@@ -118,9 +142,17 @@ impl Report {
                 0.0
             }
         };
+        let (pacing, latency_note) = match (shape.mode, shape.rate) {
+            (_, None) => ("back_to_back", BACK_TO_BACK_NOTE),
+            (Mode::Rate, Some(_)) => ("open_loop", OPEN_LOOP_NOTE),
+            (Mode::Pingpong, Some(_)) => ("paced", PACED_NOTE),
+        };
         Report {
             target: shape.target,
             rate_requested: shape.rate,
+            pacing,
+            corrected_applicable: shape.rate.is_some(),
+            latency_note,
             send_rate: per_sec(c.sent),
             echo_rate: per_sec(c.received),
             sent: c.sent,
@@ -156,11 +188,10 @@ impl Report {
         }
     }
 
-    /// Whether an open-loop sender missed the asked rate by more than 1%.
+    /// Whether a paced sender missed the asked rate by more than 1%.
     pub fn fell_behind(&self) -> bool {
-        self.mode == "rate"
-            && !self.interrupted
-            && self.send_rate < 0.99 * self.rate_requested as f64
+        self.rate_requested
+            .is_some_and(|r| !self.interrupted && self.send_rate < 0.99 * r as f64)
     }
 
     /// Warnings worth a line of their own.
@@ -170,17 +201,20 @@ impl Report {
             w.push(format!(
                 "the sender fell behind: asked {} pkt/s, sent {:.0} pkt/s (up to {:.3} ms late); \
                  corrected latencies include that delay",
-                self.rate_requested,
+                self.rate_requested.unwrap_or(0),
                 self.send_rate,
                 self.behind_max_us / 1000.0
             ));
-        } else if self.mode == "rate" && self.behind_max_us > LATE_WARNING_US {
+        } else if let Some(rate) = self
+            .rate_requested
+            .filter(|_| self.behind_max_us > LATE_WARNING_US)
+        {
             w.push(format!(
                 "the sender was up to {:.3} ms behind schedule at times (it caught up: \
                  {:.0} of {} pkt/s); corrected latencies include that delay",
                 self.behind_max_us / 1000.0,
                 self.send_rate,
-                self.rate_requested
+                rate
             ));
         }
         if not_replies > 0 {
@@ -256,7 +290,13 @@ impl fmt::Display for Report {
                 writeln!(f, "  {name}{v}")?;
             }
         }
-        writeln!(f, "  Rate asked:         {} pkt/s", self.rate_requested)?;
+        match self.rate_requested {
+            Some(r) => writeln!(f, "  Rate asked:         {r} pkt/s ({})", self.pacing)?,
+            None => writeln!(
+                f,
+                "  Rate asked:         none (back_to_back: next packet as soon as the echo arrives)"
+            )?,
+        }
         writeln!(
             f,
             "  Send rate:          {:.1} pkt/s (at most {:.1} us behind schedule)",
@@ -264,14 +304,16 @@ impl fmt::Display for Report {
         )?;
         writeln!(f, "  Echo rate:          {:.1} pkt/s", self.echo_rate)?;
         writeln!(f)?;
-        write!(
-            f,
-            "{}",
+        let block = if self.corrected_applicable {
             text_block(&[
                 ("corrected", self.latency_us),
-                ("uncorrected", self.latency_uncorrected_us)
+                ("uncorrected", self.latency_uncorrected_us),
             ])
-        )
+        } else {
+            text_block(&[("uncorrected", self.latency_uncorrected_us)])
+        };
+        write!(f, "{block}")?;
+        writeln!(f, "  note: {}", self.latency_note)
     }
 }
 
@@ -293,7 +335,7 @@ mod tests {
             RunShape {
                 target: "127.0.0.1:8888".into(),
                 target_arg: "localhost:8888".into(),
-                rate: 1000,
+                rate: Some(1000),
                 mode: Mode::Rate,
                 protocol: Protocol::Echo,
                 flows: 2,
@@ -353,7 +395,8 @@ mod tests {
             "Packets sent:       1000",
             "Packets lost:       10 (1.000%)",
             "Duplicates:         2",
-            "Rate asked:         1000 pkt/s",
+            "Rate asked:         1000 pkt/s (open_loop)",
+            "note: corrected = receive - intended send time",
             "Send rate:          500.0 pkt/s",
             "p99.99",
             "max",
@@ -361,6 +404,8 @@ mod tests {
             assert!(t.contains(needle), "{needle:?} missing in\n{t}");
         }
         assert!(!t.contains("Timed out"), "zero extras are left out");
+        let header = t.lines().find(|l| l.starts_with("Latency (usec)")).unwrap();
+        assert!(header.contains(" corrected "), "{t}");
         assert!(r.fell_behind());
         assert_eq!(r.warnings(0).len(), 1);
         assert_eq!(r.warnings(3).len(), 2);
@@ -375,5 +420,62 @@ mod tests {
         let w = r.warnings(0);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("20.000 ms behind"), "{w:?}");
+    }
+
+    #[test]
+    fn back_to_back_says_corrected_does_not_apply() {
+        let mut h = new_histogram();
+        record(&mut h, 30_000);
+        let shape = RunShape {
+            target: "127.0.0.1:8888".into(),
+            target_arg: "127.0.0.1:8888".into(),
+            rate: None,
+            mode: Mode::Pingpong,
+            protocol: Protocol::Echo,
+            flows: 1,
+            threads: 1,
+            size: 64,
+            warmup_s: 0.0,
+        };
+        let c = Counters {
+            sent: 10,
+            received: 10,
+            ..Counters::default()
+        };
+        let p = Percentiles::of(&h);
+        let r = Report::new(shape.clone(), &c, p, p, 1.0, 0.0, false);
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["rate_requested"].is_null(), "{v}");
+        assert_eq!(v["pacing"], "back_to_back");
+        assert_eq!(v["corrected_applicable"], false);
+        assert!(v["latency_note"]
+            .as_str()
+            .unwrap()
+            .contains("not applicable"));
+        let t = r.to_string();
+        assert!(t.contains("Rate asked:         none (back_to_back"), "{t}");
+        let header = t.lines().find(|l| l.starts_with("Latency (usec)")).unwrap();
+        assert_eq!(
+            header.split_whitespace().collect::<Vec<_>>(),
+            ["Latency", "(usec)", "uncorrected"],
+            "no corrected column:\n{t}"
+        );
+        assert!(t.contains("corrected is not applicable"), "{t}");
+        assert!(r.warnings(0).is_empty(), "no rate, so never behind");
+
+        let paced = Report::new(
+            RunShape {
+                rate: Some(10),
+                ..shape
+            },
+            &c,
+            p,
+            p,
+            1.0,
+            0.0,
+            false,
+        );
+        assert_eq!((paced.pacing, paced.corrected_applicable), ("paced", true));
+        assert!(paced.to_string().contains("each flow's schedule"));
     }
 }

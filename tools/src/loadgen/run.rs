@@ -81,9 +81,12 @@ pub fn run(cfg: Config) -> io::Result<()> {
     }
 
     let progress = Progress::new(cfg.interval_lines);
+    let pace = match cfg.rate {
+        Some(r) => format!("{r} pkt/s"),
+        None => "back to back".to_string(),
+    };
     progress.show(&format!(
-        "{} pkt/s to {}: {:.1} s warm-up, {:.1} s measured",
-        cfg.rate,
+        "{pace} to {}: {:.1} s warm-up, {:.1} s measured",
         cfg.target,
         cfg.warmup_ns as f64 / 1e9,
         cfg.duration_ns as f64 / 1e9,

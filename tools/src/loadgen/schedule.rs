@@ -1,7 +1,9 @@
 //! The open-loop send schedule (wrk2 model): packet `i` of the run is due
 //! at `start + i / rate`, whatever happened to earlier packets. Packet `i`
 //! belongs to flow `i % flows` with sequence number `i / flows`. Packets due
-//! before `start + warmup` are sent but not measured.
+//! before `start + warmup` are sent but not measured. Pingpong without
+//! `--rate` (back to back) has no rate: only the time frame (start, warm-up,
+//! end) applies, every packet is due at once and nothing is spaced.
 
 const NS_PER_SEC: u128 = 1_000_000_000;
 
@@ -10,8 +12,8 @@ const NS_PER_SEC: u128 = 1_000_000_000;
 pub struct Schedule {
     /// When packet 0 is due.
     pub start_ns: u64,
-    /// Packets per second over all flows.
-    pub rate: u64,
+    /// Packets per second over all flows; `None`: back to back, no schedule.
+    pub rate: Option<u64>,
     /// Number of flows.
     pub flows: u32,
     /// Warm-up length.
@@ -32,15 +34,21 @@ impl Schedule {
     }
 
     /// How many packets the whole run (warm-up included) sends: every `i`
-    /// with `i / rate < warmup + duration`.
+    /// with `i / rate < warmup + duration` (no limit back to back).
     pub fn total_packets(&self) -> u64 {
+        let Some(rate) = self.rate else {
+            return u64::MAX;
+        };
         let span = u128::from(self.warmup_ns + self.duration_ns);
-        (span * u128::from(self.rate)).div_ceil(NS_PER_SEC) as u64
+        (span * u128::from(rate)).div_ceil(NS_PER_SEC) as u64
     }
 
-    /// When packet `i` is due.
+    /// When packet `i` is due (back to back: at the start).
     pub fn intended_ns(&self, i: u64) -> u64 {
-        self.start_ns + (u128::from(i) * NS_PER_SEC / u128::from(self.rate)) as u64
+        match self.rate {
+            Some(rate) => self.start_ns + (u128::from(i) * NS_PER_SEC / u128::from(rate)) as u64,
+            None => self.start_ns,
+        }
     }
 
     /// Global index of `seq` in `flow`.
@@ -48,9 +56,17 @@ impl Schedule {
         seq * u64::from(self.flows) + u64::from(flow)
     }
 
-    /// Time between two packets of one flow.
+    /// Time between two packets of one flow (back to back: none).
     pub fn flow_interval_ns(&self) -> u64 {
-        (u128::from(self.flows) * NS_PER_SEC / u128::from(self.rate)) as u64
+        match self.rate {
+            Some(rate) => (u128::from(self.flows) * NS_PER_SEC / u128::from(rate)) as u64,
+            None => 0,
+        }
+    }
+
+    /// Whether there is no schedule (pingpong without `--rate`).
+    pub fn back_to_back(&self) -> bool {
+        self.rate.is_none()
     }
 
     /// Whether a packet intended at `intended_ns` belongs to the results.
@@ -66,7 +82,7 @@ mod tests {
     fn sched(rate: u64, flows: u32, warmup_ns: u64, duration_ns: u64) -> Schedule {
         Schedule {
             start_ns: 1_000,
-            rate,
+            rate: Some(rate),
             flows,
             warmup_ns,
             duration_ns,
@@ -110,5 +126,17 @@ mod tests {
     fn huge_indices_do_not_overflow() {
         let s = sched(1, 1, 0, 1_000_000_000);
         assert_eq!(s.intended_ns(1 << 33), 1_000 + (1u64 << 33) * 1_000_000_000);
+    }
+
+    #[test]
+    fn back_to_back_has_a_time_frame_but_no_spacing() {
+        let s = Schedule {
+            rate: None,
+            ..sched(1, 2, 100, 1_000)
+        };
+        assert!(s.back_to_back());
+        assert_eq!(s.total_packets(), u64::MAX);
+        assert_eq!((s.intended_ns(7), s.flow_interval_ns()), (1_000, 0));
+        assert_eq!(s.end_ns(), 2_100);
     }
 }

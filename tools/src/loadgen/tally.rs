@@ -163,7 +163,7 @@ mod tests {
     fn sched() -> Schedule {
         Schedule {
             start_ns: 1_000,
-            rate: 1000,
+            rate: Some(1000),
             flows: 1,
             warmup_ns: 1_000_000,
             duration_ns: 1_000_000_000,

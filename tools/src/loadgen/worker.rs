@@ -25,11 +25,15 @@ use udp_packet_pool::io::now_monotonic_ns;
 use crate::cli::Mode;
 use crate::codec::Codec;
 use crate::config::Config;
-use crate::flow::{Flow, Outstanding};
+use crate::flow::Flow;
 use crate::schedule::Schedule;
 use crate::sys::{self, RecvBatch, SendBatch};
 use crate::tally::{Tally, ThreadResult};
 use crate::tick::Tick;
+
+mod pingpong;
+
+use pingpong::next_ready_ns;
 
 /// `recvmmsg` calls per readable socket before going back to sending.
 const RECV_CALLS_PER_TURN: usize = 4;
@@ -99,7 +103,9 @@ struct Worker {
 /// Runs one thread to the end of its drain period.
 pub fn run(spec: WorkerSpec) -> io::Result<ThreadResult> {
     let stop = spec.stop.clone();
-    let slack = timer_slack_ns(spec.cfg.rate / u64::from(spec.cfg.threads));
+    // Back to back: sleeps end on replies, not timers; precise is cheap.
+    let per_thread = spec.cfg.rate.map_or(0, |r| r / u64::from(spec.cfg.threads));
+    let slack = timer_slack_ns(per_thread);
     let mut w = Worker::new(spec);
     // Best effort: without it pacing is merely coarser.
     let _ = sys::set_timer_slack_ns(slack);
@@ -259,56 +265,6 @@ impl Worker {
         self.sched.index(self.flows[self.pos].id, self.round)
     }
 
-    /// Pingpong: gives up timed-out packets, sends the next packet of every
-    /// flow that is ready; true once no flow has anything left to do.
-    fn send_pingpong_due(&mut self, now: u64) -> io::Result<bool> {
-        let spacing = self.sched.flow_interval_ns();
-        let end = self.sched.end_ns();
-        let mut active = false;
-        self.due.clear();
-        for (local, f) in self.flows.iter_mut().enumerate() {
-            if let Some(o) = f.outstanding {
-                if now < o.deadline_ns {
-                    active = true;
-                    continue;
-                }
-                self.tally.timed_out(f.last_intended_ns);
-                f.outstanding = None;
-                f.ready_ns = (f.last_intended_ns + spacing).max(now);
-            }
-            if f.ready_ns >= end {
-                continue;
-            }
-            active = true;
-            if f.ready_ns <= now && self.due.len() < self.batch {
-                self.due.push(Due {
-                    local,
-                    seq: f.next_seq,
-                    intended_ns: f.ready_ns,
-                    sent: false,
-                });
-            }
-        }
-        if self.due.is_empty() {
-            return Ok(!active);
-        }
-        self.transmit()?;
-        let deadline_ns = now_monotonic_ns() + self.timeout_ns;
-        for d in &self.due {
-            let f = &mut self.flows[d.local];
-            f.last_intended_ns = d.intended_ns;
-            if d.sent {
-                f.outstanding = Some(Outstanding {
-                    seq: d.seq,
-                    deadline_ns,
-                });
-            } else {
-                f.ready_ns = d.intended_ns + spacing;
-            }
-        }
-        Ok(false)
-    }
-
     /// When the thread next has something to send (or to time out).
     fn next_due_ns(&self) -> u64 {
         match self.mode {
@@ -320,17 +276,7 @@ impl Worker {
                     self.sched.intended_ns(i)
                 }
             }
-            Mode::Pingpong => {
-                let end = self.sched.end_ns();
-                self.flows
-                    .iter()
-                    .filter_map(|f| match f.outstanding {
-                        Some(o) => Some(o.deadline_ns),
-                        None => (f.ready_ns < end).then_some(f.ready_ns),
-                    })
-                    .min()
-                    .unwrap_or(u64::MAX)
-            }
+            Mode::Pingpong => self.next_pingpong_due_ns(),
         }
     }
 
@@ -340,7 +286,12 @@ impl Worker {
         let size = self.codec.size();
         self.due.sort_unstable_by_key(|d| (d.local, d.seq));
         let stamp = now_monotonic_ns();
-        for (j, d) in self.due.iter().enumerate() {
+        let back_to_back = self.sched.back_to_back();
+        for (j, d) in self.due.iter_mut().enumerate() {
+            if back_to_back {
+                // No schedule: the packet was meant to go when it goes.
+                d.intended_ns = stamp;
+            }
             let f = &mut self.flows[d.local];
             self.codec.emit(
                 &mut self.send_buf[j * size..(j + 1) * size],
@@ -465,7 +416,7 @@ impl Worker {
         self.tally.reply(&p, arrival, now);
         if f.outstanding.is_some_and(|o| o.seq == p.seq) {
             f.outstanding = None;
-            f.ready_ns = (f.last_intended_ns + self.sched.flow_interval_ns()).max(now);
+            f.ready_ns = next_ready_ns(&self.sched, f.last_intended_ns, now);
         }
     }
 
