@@ -153,14 +153,15 @@ fn throttled_replies_are_held_in_the_pool_and_counters_reconcile() {
     if !prerequisite(netns::available(), "REQUIRE_NETNS", "root with ip and tc") {
         return;
     }
-    // Default send buffer: it fills before the qdisc does, so sends get EAGAIN.
-    let (run, r) = throttled_run("blocking", None);
+    // Default send buffer: it fills before the qdisc does, so sends get
+    // EAGAIN, and the epoll worker waits for EPOLLOUT.
+    let (run, r) = throttled_run("epoll", None);
     check(&run, &r);
     assert!(r["send_stalls"]["would_block"].as_u64().unwrap() > 0, "{r}");
     // A send buffer far larger than the qdisc's queue: the qdisc refuses
     // first, which only IP_RECVERR makes visible (ENOBUFS); without it the
     // kernel would report those echoes as sent.
-    let (run, r) = throttled_run("epoll", Some("8388608"));
+    let (run, r) = throttled_run("blocking", Some("8388608"));
     check(&run, &r);
     assert!(r["send_stalls"]["no_bufs"].as_u64().unwrap() > 0, "{r}");
 }

@@ -431,3 +431,36 @@ pub fn count(v: &serde_json::Value, key: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("{key} missing or not a count in {v}"))
 }
+
+/// Keys every loadgen `--json` report has.
+pub const LOADGEN_REQUIRED_KEYS: [&str; 14] = [
+    "target",
+    "rate_requested",
+    "send_rate",
+    "echo_rate",
+    "sent",
+    "received",
+    "lost",
+    "loss_pct",
+    "duplicates",
+    "reordered",
+    "corrupted",
+    "latency_us",
+    "latency_uncorrected_us",
+    "duration_s",
+];
+
+/// Checks a loadgen JSON report has every key and sent = received + lost.
+pub fn assert_loadgen_consistent(r: &serde_json::Value) {
+    for k in LOADGEN_REQUIRED_KEYS {
+        assert!(r.get(k).is_some(), "key {k} missing in {r}");
+    }
+    for obj in ["latency_us", "latency_uncorrected_us"] {
+        for k in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+            assert!(r[obj].get(k).is_some(), "{obj}.{k} missing in {r}");
+        }
+    }
+    let sent = count(r, "sent");
+    assert!(sent > 0, "nothing sent: {r}");
+    assert_eq!(count(r, "received") + count(r, "lost"), sent, "{r}");
+}
