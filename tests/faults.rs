@@ -209,6 +209,10 @@ fn shared_socket_epoll_wakes_one_worker_per_datagram() {
     }
     let r = h.shutdown().unwrap();
     assert_eq!(r.rx_packets, n);
+    eprintln!(
+        "{n} echoes: {} wake-ups, {} spurious, {} worker sleeps",
+        r.wakeups, r.spurious_wakeups, r.worker_sleeps
+    );
     assert!(r.wakeups >= n, "{r}");
     assert!(
         r.spurious_wakeups < n / 2,
