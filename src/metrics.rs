@@ -16,6 +16,7 @@ use crossbeam_channel::RecvTimeoutError;
 use hdrhistogram::Histogram;
 
 use crate::counters::{Counters, SharedCounters};
+use crate::guard::rate::{RateTable, TopLimited};
 use crate::io::process_cpu_ns;
 use crate::process::DropReason;
 use crate::report::{LatencyUs, Report};
@@ -33,6 +34,8 @@ pub struct MetricsConfig {
     /// One handle per distinct socket (one when the workers share a
     /// socket), read for the kernel's exact drop counter (`SO_MEMINFO`).
     pub sockets: Vec<UdpSocket>,
+    /// The rate limiter's table and most-limited prefixes, if limiting.
+    pub rate: Option<(Arc<RateTable>, Arc<TopLimited>)>,
     /// All workers share one socket (so they share one `SO_RXQ_OVFL` counter).
     pub shared_socket: bool,
     /// Latency comes from kernel timestamps.
@@ -58,6 +61,10 @@ pub struct Snapshot {
     /// The last `SO_RXQ_OVFL` values the workers saw, summed over sockets:
     /// only as current as the last datagram queued.
     pub rxq_ovfl: u64,
+    /// The most rate-limited source prefixes, most first.
+    pub rate_limited_top: Vec<(String, u64)>,
+    /// Bytes of the rate limiter's table (0 without `--rate-limit`).
+    pub rate_table_bytes: usize,
 }
 
 /// Reads the kernel's drop counter of every socket and adds them up.
@@ -86,6 +93,8 @@ fn snapshot(cfg: &MetricsConfig) -> Snapshot {
         per,
         kernel_drops: socket_drops(&cfg.sockets),
         rxq_ovfl,
+        rate_limited_top: cfg.rate.as_ref().map(|r| r.1.top()).unwrap_or_default(),
+        rate_table_bytes: cfg.rate.as_ref().map_or(0, |r| r.0.bytes()),
     }
 }
 

@@ -25,17 +25,30 @@ pub enum DropReason {
     /// Held in the send backlog longer than `--send-deadline` (the socket
     /// kept refusing it), or still held at shutdown.
     SendDeadline,
+    /// Loop protection: from port 0, a privileged port (< 1024) or 2049,
+    /// or from the server's own port.
+    BadSourcePort,
+    /// Loop protection: from a multicast, broadcast or unspecified address.
+    BadSourceAddr,
+    /// From outside the `--allow` networks.
+    NotAllowed,
+    /// Over its source prefix's `--rate-limit`.
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Truncated,
         DropReason::PoolExhausted,
         DropReason::SockperfNoReply,
         DropReason::Malformed,
         DropReason::Filtered,
         DropReason::SendDeadline,
+        DropReason::BadSourcePort,
+        DropReason::BadSourceAddr,
+        DropReason::NotAllowed,
+        DropReason::RateLimited,
     ];
 
     /// Stable snake_case name used in the statistics line and JSON.
@@ -47,6 +60,10 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::Filtered => "filtered",
             DropReason::SendDeadline => "send_deadline",
+            DropReason::BadSourcePort => "bad_source_port",
+            DropReason::BadSourceAddr => "bad_source_addr",
+            DropReason::NotAllowed => "not_allowed",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 
@@ -87,6 +104,12 @@ impl Pipeline {
     /// Appends a stage.
     pub fn with(mut self, stage: impl Stage + 'static) -> Pipeline {
         self.stages.push(Box::new(stage));
+        self
+    }
+
+    /// Appends every stage of `then`, in order.
+    pub fn then(mut self, then: Pipeline) -> Pipeline {
+        self.stages.extend(then.stages);
         self
     }
 

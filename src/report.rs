@@ -127,6 +127,11 @@ pub struct Report {
     /// True for the report at shutdown; false for a mid-run summary
     /// (SIGHUP), where buffers posted to the receive call are in use.
     pub final_report: bool,
+    /// The most rate-limited source prefixes (`"10.0.0.0/24"`, count), most
+    /// first; counts are upper bounds (space-saving, 8 entries per worker).
+    pub rate_limited_top: Vec<(String, u64)>,
+    /// Bytes of the rate limiter's table, allocated once at start.
+    pub rate_table_bytes: usize,
     /// Workers that failed (panicked or lost their socket), with the error;
     /// empty on a clean run.
     pub worker_failures: Vec<String>,
@@ -225,6 +230,8 @@ impl Report {
             wakeups: total.wakeups,
             spurious_wakeups: total.spurious_wakeups,
             worker_sleeps: total.sleeps,
+            rate_limited_top: snap.rate_limited_top.clone(),
+            rate_table_bytes: snap.rate_table_bytes,
             samples_dropped: total.samples_dropped,
             unaccounted: total.unaccounted(),
             latency_clock: if kernel_clock { "kernel" } else { "user" },
@@ -315,6 +322,14 @@ impl fmt::Display for Report {
             self.backlog
         )?;
         writeln!(f, "recv errors   {}", nonzero(&self.recv_errors))?;
+        if !self.rate_limited_top.is_empty() {
+            let top: Vec<String> = self
+                .rate_limited_top
+                .iter()
+                .map(|(p, n)| format!("{p}={n}"))
+                .collect();
+            writeln!(f, "rate limited  most: {}", top.join(" "))?;
+        }
         writeln!(
             f,
             "kernel drops  {} (socket counters, SO_MEMINFO; SO_RXQ_OVFL last said {})",
@@ -365,6 +380,13 @@ impl fmt::Display for Report {
             "memory        pools {:.1} MiB",
             mib(self.pool_bytes as f64)
         )?;
+        if self.rate_table_bytes > 0 {
+            write!(
+                f,
+                ", rate table {:.1} MiB",
+                mib(self.rate_table_bytes as f64)
+            )?;
+        }
         match self.peak_rss_bytes {
             Some(r) => writeln!(f, ", peak RSS {:.1} MiB", mib(r as f64))?,
             None => writeln!(f)?,

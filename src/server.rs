@@ -3,6 +3,9 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use ipnet::IpNet;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +14,9 @@ use std::time::Duration;
 
 use crate::backlog::DEFAULT_SEND_DEADLINE;
 use crate::counters::{Counters, SharedCounters};
+use crate::guard::allow::AllowList;
+use crate::guard::rate::{RateConfig, RateLimit, RateTable, TopLimited};
+use crate::guard::source::SourceGuard;
 use crate::logging::{self, LogThread, PacketLog};
 use crate::metrics::{self, MetricsConfig};
 use crate::packet::{PacketPool, DEFAULT_PACKET_SIZE};
@@ -49,6 +55,19 @@ pub struct ServerConfig {
     pub buffers: BufferSizes,
     /// Longest an echo may wait in a worker's send backlog.
     pub send_deadline: Duration,
+    /// Protection stages run before any reply stage.
+    pub guard: GuardConfig,
+}
+
+/// What the [`guard`](crate::guard) stages refuse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// Lift the privileged-port rule of the loop guard (`--allow-privileged-ports`).
+    pub allow_privileged_ports: bool,
+    /// Echo only to these networks (`--allow`); empty: everyone.
+    pub allow: Vec<IpNet>,
+    /// Per-prefix rate limit (`--rate-limit`); `None`: no limit.
+    pub rate: Option<RateConfig>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +91,7 @@ impl Default for ServerConfig {
                 send: None,
             },
             send_deadline: DEFAULT_SEND_DEADLINE,
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -94,7 +114,8 @@ pub fn start(cfg: &ServerConfig) -> io::Result<ServerHandle> {
 }
 
 /// Like [`start`], with the per-packet pipeline of each worker built by
-/// `pipeline(worker_index)` (before the `-v` logger, which is appended).
+/// `pipeline(worker_index)`. The guard stages (`cfg.guard`) run before it
+/// and the `-v` logger after it.
 pub fn start_with(
     cfg: &ServerConfig,
     mut pipeline: impl FnMut(usize) -> Pipeline,
@@ -114,6 +135,23 @@ pub fn start_with(
         .iter()
         .map(|s| s.try_clone())
         .collect::<io::Result<Vec<_>>>()?;
+    // One rate table for all workers; with --reuseport, one prefix is also
+    // steered to one socket, so its bucket is never contended.
+    let rate = cfg.guard.rate.map(|r| {
+        (
+            Arc::new(RateTable::new(r)),
+            Arc::new(TopLimited::new(cfg.threads)),
+        )
+    });
+    if let (Some(r), true) = (cfg.guard.rate, cfg.reuseport && cfg.threads > 1) {
+        crate::io::reuseport::steer_by_prefix(
+            sockets[0].as_raw_fd(),
+            cfg.threads as u32,
+            r.prefix_v4,
+            r.prefix_v6,
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot steer --reuseport sockets by source prefix (needed with --rate-limit): {e}")))?;
+    }
     let recv_buffer = socket2::SockRef::from(&sockets[0]).recv_buffer_size()?;
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
@@ -134,7 +172,17 @@ pub fn start_with(
     for (id, (sock, sink)) in sockets.into_iter().zip(sinks).enumerate() {
         let counters = Arc::new(SharedCounters::default());
         shared.push(counters.clone());
-        let mut p = pipeline(id);
+        let mut p = Pipeline::echo().with(SourceGuard::new(
+            local_addr.port(),
+            cfg.guard.allow_privileged_ports,
+        ));
+        if !cfg.guard.allow.is_empty() {
+            p = p.with(AllowList::new(cfg.guard.allow.clone()));
+        }
+        if let Some((table, top)) = &rate {
+            p = p.with(RateLimit::new(table.clone(), top.clone(), id));
+        }
+        p = p.then(pipeline(id));
         if let Some(log) = &log {
             p = p.with(PacketLog::new(id, cfg.log_rate, log.queue()));
         }
@@ -191,6 +239,7 @@ pub fn start_with(
         interval: cfg.stats_interval,
         workers: shared,
         sockets: drop_counters,
+        rate: rate.clone(),
         shared_socket: !cfg.reuseport,
         kernel_clock,
         dump_now: dump.clone(),

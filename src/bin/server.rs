@@ -10,8 +10,9 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 use signal_hook::iterator::Signals;
+use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
-use udp_packet_pool::server::{self, ServerConfig};
+use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
 use udp_packet_pool::socket::BufferSizes;
 use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::worker::IoMode;
@@ -89,9 +90,59 @@ struct Args {
     /// SO_SNDBUF request in bytes; the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). Default: the kernel's.
     #[arg(long, value_name = "BYTES")]
     sndbuf: Option<usize>,
+    /// Echo datagrams from privileged source ports (below 1024) and 2049 too. Off by default: those are services (echo 7, chargen 19, DNS 53, NTP 123, NFS 2049...), and answering them lets a forged datagram start an endless loop between two services. Datagrams from the server's own port, port 0, and multicast, broadcast or unspecified sources are refused always.
+    #[arg(long)]
+    allow_privileged_ports: bool,
+    /// Echo only to senders in this network (CIDR, e.g. 192.0.2.0/24 or 2001:db8::/32); repeat for several. Others are dropped as not_allowed. Default: everyone.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    allow: Vec<ipnet::IpNet>,
+    /// Per source prefix (see --rate-prefix-v4/-v6), answer at most PPS datagrams per second after a burst of --rate-burst; the rest are dropped as rate_limited. Memory is fixed (--rate-table-size). With --reuseport, sockets are steered by source prefix so each prefix has one limit whatever the workers. Default: no limit.
+    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    rate_limit: Option<u64>,
+    /// Datagrams a prefix may send at once before --rate-limit applies [default: the --rate-limit value, one second's worth].
+    #[arg(long, value_name = "N", requires = "rate_limit", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    rate_burst: Option<u64>,
+    /// IPv4 prefix length that counts as one source for --rate-limit (BIND's default).
+    #[arg(long, value_name = "BITS", default_value_t = 24, value_parser = clap::value_parser!(u8).range(0..=32))]
+    rate_prefix_v4: u8,
+    /// IPv6 prefix length that counts as one source for --rate-limit (BIND's default).
+    #[arg(long, value_name = "BITS", default_value_t = 56, value_parser = clap::value_parser!(u8).range(0..=128))]
+    rate_prefix_v6: u8,
+    /// Buckets in the --rate-limit table (8 bytes each, allocated at start, rounded up to a power of two); a prefix colliding with another takes its bucket over.
+    #[arg(long, value_name = "N", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    rate_table_size: u64,
     /// Longest an echo may wait in a worker's send backlog while the socket refuses it (send buffer or device queue full); older ones are dropped oldest first and counted as send_deadline.
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     send_deadline: u64,
+}
+
+/// The guards line of the listening message.
+fn guards_summary(g: &GuardConfig) -> String {
+    let mut s = String::from(if g.allow_privileged_ports {
+        "loop guard: bad sources (privileged ports allowed)"
+    } else {
+        "loop guard: bad sources and ports < 1024, 2049"
+    });
+    if !g.allow.is_empty() {
+        let nets: Vec<String> = g.allow.iter().map(|n| n.to_string()).collect();
+        s.push_str(&format!(", allow {}", nets.join(" ")));
+    }
+    if let Some(r) = g.rate {
+        s.push_str(&format!(
+            ", rate limit {}/s burst {} per /{} and /{}",
+            r.pps, r.burst, r.prefix_v4, r.prefix_v6
+        ));
+    }
+    s
+}
+
+/// Parses `--allow`: a network in CIDR form, or a single address.
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!("'{s}' is not a network: give an address with a prefix length, e.g. 192.0.2.0/24 or 2001:db8::/32 (or one address)")
+        })
 }
 
 fn main() -> ExitCode {
@@ -133,6 +184,17 @@ fn main() -> ExitCode {
             send: args.sndbuf,
         },
         send_deadline: Duration::from_millis(args.send_deadline),
+        guard: GuardConfig {
+            allow_privileged_ports: args.allow_privileged_ports,
+            allow: args.allow.clone(),
+            rate: args.rate_limit.map(|pps| RateConfig {
+                pps,
+                burst: args.rate_burst.unwrap_or(pps),
+                prefix_v4: args.rate_prefix_v4,
+                prefix_v6: args.rate_prefix_v6,
+                table_size: args.rate_table_size as usize,
+            }),
+        },
     };
     let sockperf = args.sockperf;
     let pipeline = move |_| {
@@ -169,7 +231,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     eprintln!(
-        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, {} replies)",
+        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, {} replies; {})",
         handle.local_addr(),
         cfg.threads,
         if cfg.reuseport {
@@ -183,7 +245,8 @@ fn main() -> ExitCode {
         cfg.batch,
         cfg.io,
         handle.recv_buffer(),
-        if sockperf { "sockperf" } else { "byte-exact echo" }
+        if sockperf { "sockperf" } else { "byte-exact echo" },
+        guards_summary(&cfg.guard)
     );
     // Say so when a stop signal arrives: a thread blocked on signal-hook's
     // pipe (no polling, so it never wakes while the server runs).

@@ -9,6 +9,8 @@
 //!   the `IP_RECVERR` error queue.
 //! - [`epoll`]: readiness (`EPOLLEXCLUSIVE` for shared sockets, `EPOLLOUT`
 //!   while a send backlog waits) and a one-socket `poll`.
+//! - [`reuseport`]: a classic BPF program steering `SO_REUSEPORT` sockets
+//!   by source prefix.
 //! - [`slab`]: the memory the kernel reads and writes, owned through one
 //!   base pointer.
 //! - [`addr`], [`clock`]: socket addresses and clocks.
@@ -37,6 +39,7 @@ pub mod addr;
 pub mod clock;
 pub mod epoll;
 pub mod recv_batch;
+pub mod reuseport;
 pub mod send_batch;
 pub mod slab;
 pub mod sockopt;
