@@ -111,8 +111,15 @@ impl RateTable {
     pub fn with_epoch(cfg: RateConfig, epoch_ns: u64) -> RateTable {
         let n = cfg.table_size.clamp(1, 1 << 30).next_power_of_two();
         let interval_us = (1_000_000 / cfg.pps.clamp(1, 1_000_000)).max(1);
+        let buckets: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        // Touch every page now (a zeroed allocation is committed lazily):
+        // the table's memory is resident from the start and never grows,
+        // whatever sources later hash where.
+        for b in buckets.iter() {
+            b.store(0, Ordering::Relaxed);
+        }
         RateTable {
-            buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            buckets,
             mask: n - 1,
             // SipHash with keys random per process: sources cannot aim at
             // one bucket without knowing them.
