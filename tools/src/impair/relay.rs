@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cli::Config;
 use crate::model::{apply_flip, decide, Rng, TokenBucket};
@@ -31,6 +32,8 @@ const TICK: Duration = Duration::from_millis(50);
 const MAX_REORDER_HOLD_NS: u64 = 100_000_000;
 /// Datagrams queued between the receiving threads and the relay thread.
 const CHANNEL_DEPTH: usize = 65_536;
+/// Receive buffer asked for on every socket (bytes).
+const RCVBUF: usize = 4 << 20;
 /// Constant mixed into the seed for the server-to-client stream.
 const DOWN_SEED_MIX: u64 = 0xD1B5_4A32_D192_ED03;
 
@@ -145,7 +148,7 @@ struct Client {
 
 /// Runs the relay until `stop` is set or the configured duration passes.
 pub fn run(cfg: &Config, stop: Arc<AtomicBool>) -> io::Result<Summary> {
-    let listen = UdpSocket::bind(cfg.listen)
+    let listen = udp_socket(cfg.listen)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", cfg.listen)))?;
     let local = listen.local_addr()?;
     let p = &cfg.params;
@@ -288,6 +291,17 @@ fn send_all(
     }
 }
 
+/// A UDP socket bound to `addr` with a receive buffer of [`RCVBUF`] (or
+/// as much of it as `net.core.rmem_max` allows), so a relay thread held up
+/// for a moment does not cost datagrams.
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works.
+    let _ = s.set_recv_buffer_size(RCVBUF);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 /// A socket connected to the upstream, so only its replies are read.
 fn upstream_socket(upstream: SocketAddr) -> io::Result<UdpSocket> {
     let any = if upstream.is_ipv4() {
@@ -295,7 +309,7 @@ fn upstream_socket(upstream: SocketAddr) -> io::Result<UdpSocket> {
     } else {
         "[::]:0"
     };
-    let s = UdpSocket::bind(any)?;
+    let s = udp_socket(any.parse().expect("wildcard address"))?;
     s.connect(upstream)?;
     Ok(s)
 }
