@@ -147,6 +147,7 @@ fn duplicates_and_reordering_are_counted() {
     // probe's other copies (3: duplicated both ways) plus one copy held
     // back for reordering. Exact otherwise (and usually exact outright).
     let counted = count(&r.lg, "duplicates");
+    assert!(counted > 0, "{}", r.lg);
     assert!(
         counted <= dups && dups - counted <= 4,
         "loadgen {counted} vs relay {dups}: {} {}",

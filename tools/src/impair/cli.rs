@@ -148,7 +148,7 @@ fn pct(s: &str) -> Result<f64, String> {
 
 fn non_negative(s: &str) -> Result<f64, String> {
     let v = number(s)?;
-    if v >= 0.0 && v <= 3_600_000.0 {
+    if (0.0..=3_600_000.0).contains(&v) {
         Ok(v)
     } else {
         Err(format!("{v} is out of range (0 to 3600000)"))
