@@ -373,8 +373,13 @@ pub fn sockperf_available() -> bool {
 /// Runs `loadgen ARGS` to completion (bounded by [`LOADGEN_GUARD`]) and
 /// returns its output.
 pub fn loadgen(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
+    run_loadgen(Command::new(env!("CARGO_BIN_EXE_loadgen")).args(args))
+}
+
+/// Runs a command that runs `loadgen` (e.g. under `ip netns exec`) to
+/// completion, bounded by [`LOADGEN_GUARD`].
+pub fn run_loadgen(cmd: &mut Command) -> Output {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

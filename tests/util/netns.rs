@@ -47,6 +47,8 @@ pub struct NetPair {
     pub client_ns: String,
     /// The server's end of the veth pair (inside `server_ns`).
     pub server_dev: String,
+    /// The client's end of the veth pair (inside `client_ns`).
+    pub client_dev: String,
 }
 
 impl NetPair {
@@ -57,8 +59,8 @@ impl NetPair {
             server_ns: format!("upp-srv-{n}"),
             client_ns: format!("upp-cli-{n}"),
             server_dev: format!("vs{n}"),
+            client_dev: format!("vc{n}"),
         };
-        let client_dev = format!("vc{n}");
         run(&["ip", "netns", "add", &p.server_ns]);
         run(&["ip", "netns", "add", &p.client_ns]);
         run(&[
@@ -72,13 +74,13 @@ impl NetPair {
             "veth",
             "peer",
             "name",
-            &client_dev,
+            &p.client_dev,
             "netns",
             &p.client_ns,
         ]);
         for (ns, dev, ip) in [
             (&p.server_ns, &p.server_dev, SERVER_IP),
-            (&p.client_ns, &client_dev, CLIENT_IP),
+            (&p.client_ns, &p.client_dev, CLIENT_IP),
         ] {
             let cidr = format!("{ip}/30");
             run(&["ip", "-n", ns, "addr", "add", &cidr, "dev", dev]);
@@ -104,6 +106,39 @@ impl NetPair {
         ];
         args.extend_from_slice(tbf);
         run(&args);
+    }
+
+    /// Sets the MTU of both ends of the veth pair (the link's frame size).
+    pub fn set_mtu(&self, mtu: u32) {
+        let mtu = mtu.to_string();
+        for (ns, dev) in [
+            (&self.server_ns, &self.server_dev),
+            (&self.client_ns, &self.client_dev),
+        ] {
+            run(&["ip", "-n", ns, "link", "set", dev, "mtu", &mtu]);
+        }
+    }
+
+    /// A counter of the `Ip:` lines of `/proc/net/snmp` inside namespace
+    /// `ns` (e.g. `ReasmOKs`, datagrams reassembled from fragments).
+    pub fn snmp_ip(ns: &str, name: &str) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+            .output()
+            .expect("ip netns exec cat /proc/net/snmp");
+        assert!(out.status.success(), "reading {ns}'s /proc/net/snmp failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines().filter(|l| l.starts_with("Ip:"));
+        let (names, values) = (
+            lines.next().expect("Ip header"),
+            lines.next().expect("Ip values"),
+        );
+        let i = names
+            .split_whitespace()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no Ip counter {name}"));
+        let v = values.split_whitespace().nth(i).expect("Ip value");
+        v.parse().expect("counter value")
     }
 
     /// Runs `f` on a thread that has entered the client namespace: sockets
