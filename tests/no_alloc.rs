@@ -224,3 +224,25 @@ fn verbose_packet_log_allocates_nothing() {
         "every datagram was offered: {s:?}"
     );
 }
+
+#[test]
+fn guard_stages_allocate_nothing() {
+    use std::sync::Arc;
+    use udp_packet_pool::guard::allow::AllowList;
+    use udp_packet_pool::guard::rate::{RateConfig, RateLimit, RateTable, TopLimited};
+    use udp_packet_pool::guard::source::SourceGuard;
+    // As server::start_with builds them: loop guard, allowlist, rate limit
+    // (high enough that the steady state passes; limited datagrams take the
+    // same path apart from the top-prefix count).
+    let table = Arc::new(RateTable::new(RateConfig {
+        pps: 1_000_000,
+        burst: 1_000_000,
+        table_size: 1024,
+        ..RateConfig::default()
+    }));
+    let p = Pipeline::echo()
+        .with(SourceGuard::new(7, false))
+        .with(AllowList::new(vec!["127.0.0.0/8".parse().unwrap()]))
+        .with(RateLimit::new(table, Arc::new(TopLimited::new(1)), 0));
+    assert_worker_allocates_nothing(6, "guards", IoMode::Blocking, p, &plain);
+}
