@@ -243,3 +243,65 @@ fn amplification_is_at_most_one_in_every_mode() {
         assert!(got > 0, "{mode:?}: nothing was answered at all");
     }
 }
+
+/// An IPv4 + UDP datagram with any source (written with a raw socket,
+/// `IPPROTO_RAW` implies `IP_HDRINCL`; UDP checksum 0 = none, allowed on IPv4).
+fn forged(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src.ip().octets());
+    p.extend_from_slice(&dst.ip().octets());
+    let mut sum: u32 = p
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p.extend_from_slice(&src.port().to_be_bytes());
+    p.extend_from_slice(&dst.port().to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Sources no client has, written with a raw socket (Linux delivers them on
+/// loopback): multicast, broadcast, 0/8, and the server's own address and
+/// port (the one-datagram self-loop). All refused, nothing answered.
+#[test]
+fn forged_sources_are_refused() {
+    if !prerequisite(is_root(), "REQUIRE_NETNS", "root (raw sockets)") {
+        return;
+    }
+    let srv = ServerProc::start(&["--json"]);
+    let dst = match srv.addr {
+        std::net::SocketAddr::V4(a) => a,
+        _ => unreachable!("the test server binds 127.0.0.1"),
+    };
+    let raw = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("raw socket");
+    let to: socket2::SockAddr = std::net::SocketAddr::V4(dst).into();
+    for src in ["224.0.0.5:40000", "255.255.255.255:40000", "0.0.0.1:40000"] {
+        raw.send_to(&forged(src.parse().unwrap(), dst, b"forged"), &to)
+            .unwrap();
+    }
+    // The self-loop: source = the server's own address and port.
+    raw.send_to(&forged(dst, dst, b"loop"), &to).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let r = json(&srv.stop().stdout);
+    assert_reconciled(&r);
+    assert_eq!(r["rx_packets"], 4, "the kernel delivered all four: {r}");
+    assert_eq!(r["drops"]["bad_source_addr"], 3, "{r}");
+    assert_eq!(r["drops"]["bad_source_port"], 1, "{r}");
+    assert_eq!(r["tx_packets"], 0, "{r}");
+}
