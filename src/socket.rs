@@ -34,8 +34,7 @@ fn bind_error(e: io::Error, addr: SocketAddr) -> io::Error {
     let hint = match e.raw_os_error() {
         Some(libc::EADDRINUSE) => format!(
             "another process is bound to UDP port {port} (find it with `ss -ulnp | grep :{port}`); \
-             stop it, pick another port with --port, or pass --reuseport to share the port with \
-             another SO_REUSEPORT server of the same user",
+             stop it or pick another port with --port",
             port = addr.port()
         ),
         Some(libc::EACCES) => format!(
@@ -112,6 +111,28 @@ pub fn bind_workers(
     reuseport: bool,
     bufs: BufferSizes,
 ) -> io::Result<Vec<UdpSocket>> {
+    refuse_group_address(addr)?;
+    if reuseport && addr.port() != 0 {
+        // A reuseport group is open to any socket of the same user with
+        // SO_REUSEPORT: one already there would silently take a share of
+        // the flows. A plain bind fails if anyone holds the port.
+        drop(bind_udp(addr, false, BufferSizes::default()).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "UDP port {port} at {ip} is already in use (find it with `ss -ulnp | grep :{port}`); \
+                         --reuseport will not join a group another process started, since it \
+                         would silently take a share of the flows: stop it or pick another port",
+                        port = addr.port(),
+                        ip = addr.ip()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?);
+    }
     let first = bind_udp(addr, reuseport, bufs)?;
     let bound = first.local_addr()?;
     let mut socks = vec![first];
@@ -126,6 +147,27 @@ pub fn bind_workers(
         socks.push(s);
     }
     Ok(socks)
+}
+
+/// A server bound to a multicast or broadcast address would answer
+/// datagrams sent to a whole network: refused.
+fn refuse_group_address(addr: SocketAddr) -> io::Result<()> {
+    let group = match addr.ip() {
+        std::net::IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        std::net::IpAddr::V6(a) => a.is_multicast(),
+    };
+    if group {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "cannot bind to {}: it is a multicast or broadcast address, and an echo server \
+                 there would answer datagrams sent to a whole network; bind a unicast address \
+                 (or 0.0.0.0 / :: for all)",
+                addr.ip()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,5 +254,32 @@ mod tests {
         let (n, from) = s.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"v4");
         assert_eq!(from.port(), c.local_addr().unwrap().port());
+    }
+
+    #[test]
+    fn group_addresses_are_refused() {
+        for a in ["224.0.0.1:0", "255.255.255.255:0", "[ff02::1]:0"] {
+            let e = bind_workers(a.parse().unwrap(), 1, false, BufferSizes::default()).unwrap_err();
+            assert!(e.to_string().contains("multicast or broadcast"), "{e}");
+        }
+    }
+
+    #[test]
+    fn reuseport_refuses_to_join_a_foreign_group() {
+        // Another process of the same user, already in a reuseport group.
+        let foreign =
+            bind_udp("127.0.0.1:0".parse().unwrap(), true, BufferSizes::default()).unwrap();
+        let addr = foreign.local_addr().unwrap();
+        let e = bind_workers(addr, 2, true, BufferSizes::default()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("will not join"), "{e}");
+        drop(foreign);
+        // Free again: the group is ours.
+        assert_eq!(
+            bind_workers(addr, 2, true, BufferSizes::default())
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }
