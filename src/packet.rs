@@ -6,7 +6,7 @@
 //! only moves indices. [`PacketMeta`] is the seed's `PacketBuffer` minus the
 //! bytes: length, sender (IPv4 or IPv6), receive timestamp.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::io::slab::Slab;
 use crate::pool::{FreeList, PoolStats, Slot};
@@ -38,6 +38,22 @@ pub struct PacketMeta {
     pub rx_ns: u64,
     /// Which clock `rx_ns` came from.
     pub rx_clock: Clock,
+    /// The destination the datagram was sent to, as the kernel reports it
+    /// (`IP_PKTINFO`/`IPV6_PKTINFO`), when it does.
+    pub dest: Option<Destination>,
+}
+
+/// Where a datagram was addressed (from `IP_PKTINFO` / `IPV6_PKTINFO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination {
+    /// The destination address in the IP header (may be a broadcast or
+    /// multicast address).
+    pub addr: IpAddr,
+    /// The local address a reply must come from: equal to `addr` for a
+    /// datagram sent to one of this host's unicast addresses.
+    pub local: IpAddr,
+    /// The interface it arrived on.
+    pub ifindex: u32,
 }
 
 impl Default for PacketMeta {
@@ -48,6 +64,7 @@ impl Default for PacketMeta {
             peer: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
             rx_ns: 0,
             rx_clock: Clock::User,
+            dest: None,
         }
     }
 }

@@ -34,11 +34,14 @@ pub enum DropReason {
     NotAllowed,
     /// Over its source prefix's `--rate-limit`.
     RateLimited,
+    /// Sent to a broadcast or multicast destination, not to one of this
+    /// host's unicast addresses.
+    BadDest,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Truncated,
         DropReason::PoolExhausted,
         DropReason::SockperfNoReply,
@@ -49,6 +52,7 @@ impl DropReason {
         DropReason::BadSourceAddr,
         DropReason::NotAllowed,
         DropReason::RateLimited,
+        DropReason::BadDest,
     ];
 
     /// Stable snake_case name used in the statistics line and JSON.
@@ -64,6 +68,7 @@ impl DropReason {
             DropReason::BadSourceAddr => "bad_source_addr",
             DropReason::NotAllowed => "not_allowed",
             DropReason::RateLimited => "rate_limited",
+            DropReason::BadDest => "bad_dest",
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::backlog::DEFAULT_SEND_DEADLINE;
 use crate::counters::{Counters, SharedCounters};
 use crate::guard::allow::AllowList;
+use crate::guard::dest::DestGuard;
 use crate::guard::rate::{RateConfig, RateLimit, RateTable, TopLimited};
 use crate::guard::source::SourceGuard;
 use crate::logging::{self, LogThread, PacketLog};
@@ -172,10 +173,12 @@ pub fn start_with(
     for (id, (sock, sink)) in sockets.into_iter().zip(sinks).enumerate() {
         let counters = Arc::new(SharedCounters::default());
         shared.push(counters.clone());
-        let mut p = Pipeline::echo().with(SourceGuard::new(
-            local_addr.port(),
-            cfg.guard.allow_privileged_ports,
-        ));
+        let mut p = Pipeline::echo()
+            .with(SourceGuard::new(
+                local_addr.port(),
+                cfg.guard.allow_privileged_ports,
+            ))
+            .with(DestGuard);
         if !cfg.guard.allow.is_empty() {
             p = p.with(AllowList::new(cfg.guard.allow.clone()));
         }

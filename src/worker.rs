@@ -88,7 +88,11 @@ impl Worker {
         let fd = socket.as_raw_fd();
         let kernel_clock = io::enable_rx_timestamps(fd).is_ok();
         let _ = io::enable_rxq_ovfl(fd);
-        let _ = io::enable_recverr(fd, socket.local_addr()?.is_ipv6());
+        let ipv6 = socket.local_addr()?.is_ipv6();
+        let _ = io::enable_recverr(fd, ipv6);
+        // Each datagram's destination: replies leave from it, and group
+        // destinations can be refused (guard::dest).
+        let _ = io::enable_pktinfo(fd, ipv6);
         let epoll = match io {
             IoMode::Blocking => {
                 socket.set_nonblocking(false)?;

@@ -4,6 +4,8 @@
 //! - [`source::SourceGuard`]: loop and reflection protection by source
 //!   (privileged and NFS source ports, the server's own port, multicast,
 //!   broadcast and unspecified sources), on by default as in the BSD inetds;
+//! - [`dest::DestGuard`]: datagrams sent to a broadcast or multicast
+//!   destination (one datagram would make every server on a LAN answer);
 //! - [`allow::AllowList`]: `--allow CIDR`, echo only to these networks;
 //! - [`rate::RateLimit`]: `--rate-limit PPS` per source prefix, in a fixed
 //!   table allocated once ([`rate::RateTable`]), shared by the workers
@@ -13,6 +15,7 @@
 //! the statistics line and the report say which rule dropped what.
 
 pub mod allow;
+pub mod dest;
 pub mod rate;
 pub mod source;
 

@@ -49,8 +49,8 @@ pub use epoll::{poll_one, Epoll, Ready};
 pub use recv_batch::{RecvBatch, RecvWait};
 pub use send_batch::{SendBatch, SendError, SendFault};
 pub use sockopt::{
-    drain_error_queue, enable_ip_recverr, enable_recverr, enable_rx_timestamps, enable_rxq_ovfl,
-    force_buffer_size, recv_into, socket_drops,
+    drain_error_queue, enable_ip_recverr, enable_pktinfo, enable_recverr, enable_rx_timestamps,
+    enable_rxq_ovfl, force_buffer_size, recv_into, socket_drops,
 };
 
 /// The errno of an `io::Error`, or 0.

@@ -11,15 +11,18 @@ use std::io;
 use std::mem;
 use std::os::fd::RawFd;
 
-use crate::packet::{Clock, PacketPool};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::packet::{Clock, Destination, PacketPool};
 use crate::pool::Slot;
 
 use super::addr;
 use super::clock::now_realtime_ns;
 
-/// Room for one `SCM_TIMESTAMPNS` (timespec) and one `SO_RXQ_OVFL` (u32)
-/// control message, 8-byte aligned as `cmsghdr` requires.
-const CMSG_WORDS: usize = 16;
+/// Room for `SCM_TIMESTAMPNS` (timespec), `SO_RXQ_OVFL` (u32) and
+/// `IP_PKTINFO` or `IPV6_PKTINFO` control messages, 8-byte aligned as
+/// `cmsghdr` requires.
+const CMSG_WORDS: usize = 24;
 type CmsgBuf = [u64; CMSG_WORDS];
 
 /// How a batched receive should wait.
@@ -142,7 +145,7 @@ impl RecvBatch {
         let wall = now_realtime_ns();
         for i in 0..got {
             let h = &mut self.hdrs[i];
-            let (ts, ovfl) = parse_cmsgs(&h.msg_hdr);
+            let (ts, ovfl, dest) = parse_cmsgs(&h.msg_hdr);
             if ovfl.is_some() {
                 self.kernel_drops = ovfl;
             }
@@ -151,6 +154,7 @@ impl RecvBatch {
             meta.len = h.msg_len as usize;
             meta.truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             meta.peer = peer.unwrap_or(meta.peer);
+            meta.dest = dest;
             (meta.rx_ns, meta.rx_clock) = match ts {
                 Some(ns) => (ns, Clock::Kernel),
                 None => (wall, Clock::User),
@@ -192,14 +196,16 @@ impl RecvBatch {
     }
 }
 
-/// Reads `SCM_TIMESTAMPNS` and `SO_RXQ_OVFL` from a received header.
+/// Reads `SCM_TIMESTAMPNS`, `SO_RXQ_OVFL` and the packet info from a
+/// received header.
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-fn parse_cmsgs(hdr: &libc::msghdr) -> (Option<u64>, Option<u32>) {
+fn parse_cmsgs(hdr: &libc::msghdr) -> (Option<u64>, Option<u32>, Option<Destination>) {
     let mut ts = None;
     let mut ovfl = None;
+    let mut dest = None;
     if hdr.msg_control.is_null() || (hdr.msg_controllen as usize) < mem::size_of::<libc::cmsghdr>()
     {
-        return (ts, ovfl);
+        return (ts, ovfl, dest);
     }
     // SAFETY: `hdr` was filled by the kernel in `recvmmsg`: its control
     // buffer holds `msg_controllen` bytes of well-formed cmsgs, which the
@@ -216,12 +222,30 @@ fn parse_cmsgs(hdr: &libc::msghdr) -> (Option<u64>, Option<u32>) {
                 (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
                     ovfl = Some(std::ptr::read_unaligned(data.cast::<u32>()));
                 }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let p: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                    let v4 = |a: libc::in_addr| IpAddr::V4(Ipv4Addr::from(u32::from_be(a.s_addr)));
+                    dest = Some(Destination {
+                        addr: v4(p.ipi_addr),
+                        local: v4(p.ipi_spec_dst),
+                        ifindex: p.ipi_ifindex as u32,
+                    });
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let p: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                    let a = IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr));
+                    dest = Some(Destination {
+                        addr: a,
+                        local: a,
+                        ifindex: p.ipi6_ifindex as u32,
+                    });
+                }
                 _ => {}
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
-    (ts, ovfl)
+    (ts, ovfl, dest)
 }
 
 #[cfg(test)]

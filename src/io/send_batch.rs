@@ -11,7 +11,9 @@ use std::io;
 use std::mem;
 use std::os::fd::RawFd;
 
-use crate::packet::PacketPool;
+use std::net::IpAddr;
+
+use crate::packet::{Destination, PacketPool};
 use crate::pool::Slot;
 
 use super::addr;
@@ -68,12 +70,64 @@ pub struct SendFault {
     pub errno: i32,
 }
 
+/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message.
+type CtrlBuf = [u64; 8];
+
+/// Writes the packet-info control message that makes a reply leave from
+/// `d.local` (the address the request was sent to) into `buf`; returns its
+/// length.
+#[allow(clippy::unnecessary_cast)]
+fn write_pktinfo(buf: &mut CtrlBuf, d: &Destination) -> usize {
+    *buf = [0; 8];
+    // SAFETY: msghdr is a plain C struct; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_control = buf.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of::<CtrlBuf>() as _;
+    // SAFETY: `msg` describes `buf` (64 bytes, 8-byte aligned), which holds
+    // one cmsghdr plus the larger of in_pktinfo (12 bytes) and in6_pktinfo
+    // (20 bytes): CMSG_FIRSTHDR is non-null and CMSG_DATA stays inside
+    // `buf`; the data is written unaligned-safe.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        match d.local {
+            IpAddr::V4(a) => {
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(a).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+                libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as usize
+            }
+            IpAddr::V6(a) => {
+                (*c).cmsg_level = libc::IPPROTO_IPV6;
+                (*c).cmsg_type = libc::IPV6_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in6_pktinfo>() as u32) as _;
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    ipi6_ifindex: d.ifindex,
+                };
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+                libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32) as usize
+            }
+        }
+    }
+}
+
 /// Pre-allocated `mmsghdr` arrays for one worker's batched send.
 pub struct SendBatch {
     cap: usize,
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_storage]>,
+    ctrls: Box<[CtrlBuf]>,
     fault: Option<SendFault>,
     calls: u64,
 }
@@ -98,6 +152,7 @@ impl SendBatch {
             hdrs: vec![zero_hdr; cap].into_boxed_slice(),
             iovs: vec![zero_iov; cap].into_boxed_slice(),
             names: vec![addr::zeroed_storage(); cap].into_boxed_slice(),
+            ctrls: vec![[0u64; 8]; cap].into_boxed_slice(),
             fault: None,
             calls: 0,
         }
@@ -137,7 +192,7 @@ impl SendBatch {
         let size = pool.packet_size();
         for (k, slot) in slots.iter().take(n).enumerate() {
             let meta = pool.meta(slot);
-            let (len, peer) = (meta.len.min(size), meta.peer);
+            let (len, peer, dest) = (meta.len.min(size), meta.peer, meta.dest);
             let namelen = addr::encode(&peer, &mut self.names[k]);
             self.iovs[k] = libc::iovec {
                 iov_base: pool.data_ptr(slot).cast(),
@@ -149,15 +204,26 @@ impl SendBatch {
             h.msg_hdr.msg_namelen = namelen;
             h.msg_hdr.msg_iov = &mut self.iovs[k];
             h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            // Reply from the address the request was sent to.
+            match dest {
+                Some(d) => {
+                    let n = write_pktinfo(&mut self.ctrls[k], &d);
+                    h.msg_hdr.msg_control = self.ctrls[k].as_mut_ptr().cast();
+                    h.msg_hdr.msg_controllen = n as _;
+                }
+                None => {
+                    h.msg_hdr.msg_control = std::ptr::null_mut();
+                    h.msg_hdr.msg_controllen = 0;
+                }
+            }
             h.msg_hdr.msg_flags = 0;
         }
         loop {
             self.calls += 1;
             // SAFETY: headers 0..n point at pool buffers (the caller holds
             // `&mut pool`, so nothing else touches them) of the lengths set
-            // above and at this batch's own address storage.
+            // above, at this batch's own address storage and, where set, at
+            // its own control buffers.
             let r = syscall!(sendmmsg(
                 fd,
                 self.hdrs.as_mut_ptr(),

@@ -71,6 +71,18 @@ pub fn enable_recverr(fd: RawFd, ipv6: bool) -> io::Result<()> {
     }
 }
 
+/// Asks for each datagram's destination (`IP_PKTINFO`, and on an IPv6
+/// socket `IPV6_RECVPKTINFO` too; a dual-stack socket reports IPv4
+/// datagrams with `IP_PKTINFO`), so replies can come from the address the
+/// request was sent to and group destinations can be refused.
+pub fn enable_pktinfo(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    set_int_opt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+    if ipv6 {
+        set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+    }
+    Ok(())
+}
+
 /// The socket's own drop counter (`SO_MEMINFO[SK_MEMINFO_DROPS]`), the
 /// figure `/proc/net/udp` shows in its `drops` column: datagrams the kernel
 /// discarded for this socket (receive buffer full, among others).
