@@ -15,6 +15,7 @@ use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
 use udp_packet_pool::socket::BufferSizes;
 use udp_packet_pool::sockperf::SockperfReply;
+use udp_packet_pool::stderr;
 use udp_packet_pool::worker::IoMode;
 
 /// Multi-threaded UDP echo server with per-worker freelist packet pools.
@@ -146,6 +147,20 @@ fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
 }
 
 fn main() -> ExitCode {
+    // No path ends in a panic's exit code 101: a panic on this thread is
+    // caught and reported as a run-time failure (1).
+    let code = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+        stderr::line("server: internal error (panicked; see above)");
+        1
+    });
+    // Bounded: a stderr nobody reads cannot hold the exit up.
+    stderr::flush(stderr::STALL_LIMIT);
+    ExitCode::from(code)
+}
+
+/// The server; returns the exit code. Everything it says on stderr goes
+/// through [`stderr`]: never blocks, never panics.
+fn run() -> u8 {
     let args = Args::parse();
     if !(args.stats_interval >= 0.0 && args.stats_interval.is_finite()) {
         clap::Error::raw(
@@ -207,8 +222,8 @@ fn main() -> ExitCode {
     let handle = match server::start_with(&cfg, pipeline) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("server: {e}");
-            return ExitCode::from(1);
+            stderr::line(format_args!("server: {e}"));
+            return 1;
         }
     };
     // Signals: the first SIGINT/SIGTERM sets the stop flag; a second one
@@ -225,12 +240,12 @@ fn main() -> ExitCode {
         Ok(())
     })();
     if let Err(e) = registered {
-        eprintln!("server: cannot install signal handlers: {e}");
+        stderr::line(format_args!("server: cannot install signal handlers: {e}"));
         handle.stop();
         let _ = handle.join();
-        return ExitCode::from(1);
+        return 1;
     }
-    eprintln!(
+    stderr::line(format_args!(
         "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, {} replies; {})",
         handle.local_addr(),
         cfg.threads,
@@ -247,37 +262,35 @@ fn main() -> ExitCode {
         handle.recv_buffer(),
         if sockperf { "sockperf" } else { "byte-exact echo" },
         guards_summary(&cfg.guard)
-    );
+    ));
     // Say so when a stop signal arrives: a thread blocked on signal-hook's
     // pipe (no polling, so it never wakes while the server runs).
     let mut notices = match Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("server: cannot install signal handlers: {e}");
+            stderr::line(format_args!("server: cannot install signal handlers: {e}"));
             handle.stop();
             let _ = handle.join();
-            return ExitCode::from(1);
+            return 1;
         }
     };
     let notices_handle = notices.handle();
-    let (notice_done, notice_ended) = std::sync::mpsc::channel::<()>();
     let notice = std::thread::spawn(move || {
-        let _done = notice_done;
         if notices.forever().next().is_some() {
-            eprintln!("server: shutting down (signal again to exit at once)");
+            stderr::line("server: shutting down (signal again to exit at once)");
         }
     });
     let result = handle.join();
     notices_handle.close();
-    // Joined only if it ends promptly: with a stderr nobody reads it can be
-    // stuck in eprintln forever, and the report must still be written.
-    if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
-        notice_ended.recv_timeout(Duration::from_secs(1))
-    {
-        let _ = notice.join();
-    }
+    let _ = notice.join();
     match result {
-        Ok(report) => {
+        Ok(mut report) => {
+            // What the server's own stderr lines lost (a stalled or closed
+            // stderr): given a bounded chance to drain first.
+            stderr::flush(stderr::STALL_LIMIT);
+            let lost = stderr::summary();
+            report.stderr_lines_dropped = lost.dropped;
+            report.stderr_problem = lost.problem;
             let mut out = std::io::stdout().lock();
             let written = if args.json {
                 serde_json::to_writer_pretty(&mut out, &report)
@@ -287,25 +300,25 @@ fn main() -> ExitCode {
                 write!(out, "{report}")
             };
             if let Err(e) = written.and_then(|_| out.flush()) {
-                eprintln!("server: cannot write the report: {e}");
-                return ExitCode::from(1);
+                stderr::line(format_args!("server: cannot write the report: {e}"));
+                return 1;
             }
             if !report.worker_failures.is_empty() {
                 for e in &report.worker_failures {
-                    eprintln!("server: {e}");
+                    stderr::line(format_args!("server: {e}"));
                 }
-                eprintln!("server: stopped because a worker failed (the report above has everything counted until then)");
-                return ExitCode::from(1);
+                stderr::line("server: stopped because a worker failed (the report above has everything counted until then)");
+                return 1;
             }
             if !report.buffers_returned {
-                eprintln!("server: some pool buffers were not returned");
-                return ExitCode::from(1);
+                stderr::line("server: some pool buffers were not returned");
+                return 1;
             }
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
-            eprintln!("server: {e}");
-            ExitCode::from(1)
+            stderr::line(format_args!("server: {e}"));
+            1
         }
     }
 }
