@@ -222,10 +222,13 @@ fn run() -> u8 {
     let handle = match server::start_with(&cfg, pipeline) {
         Ok(h) => h,
         Err(e) => {
-            stderr::line(format_args!("server: {e}"));
+            stderr::line(format_args!("server: cannot start: {e}"));
             return 1;
         }
     };
+    // Startup ends with the "listening on" line: every worker runs
+    // (start_with waits for them) and every signal handler is installed
+    // before it, so a failure here is never preceded by it.
     // Signals: the first SIGINT/SIGTERM sets the stop flag; a second one
     // exits at once, decided inside the signal handler itself
     // (register_conditional_shutdown is registered first, so it only fires
@@ -240,11 +243,45 @@ fn run() -> u8 {
         Ok(())
     })();
     if let Err(e) = registered {
-        stderr::line(format_args!("server: cannot install signal handlers: {e}"));
+        stderr::line(format_args!(
+            "server: cannot start: cannot install signal handlers: {e}"
+        ));
         handle.stop();
         let _ = handle.join();
         return 1;
     }
+    // Say so when a stop signal arrives: a thread blocked on signal-hook's
+    // pipe (no polling, so it never wakes while the server runs).
+    let mut notices = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            stderr::line(format_args!(
+                "server: cannot start: cannot install signal handlers: {e}"
+            ));
+            handle.stop();
+            let _ = handle.join();
+            return 1;
+        }
+    };
+    let notices_handle = notices.handle();
+    let notice = std::thread::Builder::new()
+        .name("notice".into())
+        .spawn(move || {
+            if notices.forever().next().is_some() {
+                stderr::line("server: shutting down (signal again to exit at once)");
+            }
+        });
+    let notice = match notice {
+        Ok(t) => t,
+        Err(e) => {
+            stderr::line(format_args!(
+                "server: cannot start: cannot start a thread: {e}"
+            ));
+            handle.stop();
+            let _ = handle.join();
+            return 1;
+        }
+    };
     stderr::line(format_args!(
         "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, {} replies; {})",
         handle.local_addr(),
@@ -263,23 +300,6 @@ fn run() -> u8 {
         if sockperf { "sockperf" } else { "byte-exact echo" },
         guards_summary(&cfg.guard)
     ));
-    // Say so when a stop signal arrives: a thread blocked on signal-hook's
-    // pipe (no polling, so it never wakes while the server runs).
-    let mut notices = match Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            stderr::line(format_args!("server: cannot install signal handlers: {e}"));
-            handle.stop();
-            let _ = handle.join();
-            return 1;
-        }
-    };
-    let notices_handle = notices.handle();
-    let notice = std::thread::spawn(move || {
-        if notices.forever().next().is_some() {
-            stderr::line("server: shutting down (signal again to exit at once)");
-        }
-    });
     let result = handle.join();
     notices_handle.close();
     let _ = notice.join();
