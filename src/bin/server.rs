@@ -62,12 +62,13 @@ struct Args {
     /// Pin worker i to core i (wrapping when there are more workers than cores).
     #[arg(long)]
     pin: bool,
-    /// Seconds between statistics lines on stderr; 0 turns them off.
+    /// Seconds between statistics lines on stderr, from 0.05 to 86400 (one day); 0 turns them off.
     #[arg(
         long,
         default_value_t = 1.0,
         value_name = "SECS",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = parse_stats_interval
     )]
     stats_interval: f64,
     /// Print the final report as JSON on stdout instead of text.
@@ -137,6 +138,27 @@ fn guards_summary(g: &GuardConfig) -> String {
     s
 }
 
+/// Shortest `--stats-interval` (more often floods stderr).
+const STATS_INTERVAL_MIN: f64 = 0.05;
+/// Longest `--stats-interval`: one day (any longer is as good as off).
+const STATS_INTERVAL_MAX: f64 = 86_400.0;
+
+/// Parses `--stats-interval`: 0 (off) or seconds within the range, so the
+/// value always converts to a `Duration` and the ticks never overflow.
+fn parse_stats_interval(s: &str) -> Result<f64, String> {
+    let range = format!(
+        "give 0 (off) or seconds from {STATS_INTERVAL_MIN} to {STATS_INTERVAL_MAX} (one day)"
+    );
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds: {range}"))?;
+    if v == 0.0 || (STATS_INTERVAL_MIN..=STATS_INTERVAL_MAX).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is out of range: {range}"))
+    }
+}
+
 /// Parses `--allow`: a network in CIDR form, or a single address.
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
@@ -162,16 +184,6 @@ fn main() -> ExitCode {
 /// through [`stderr`]: never blocks, never panics.
 fn run() -> u8 {
     let args = Args::parse();
-    if !(args.stats_interval >= 0.0 && args.stats_interval.is_finite()) {
-        clap::Error::raw(
-            clap::error::ErrorKind::ValueValidation,
-            format!(
-                "invalid --stats-interval {}: give seconds >= 0 (0 turns the line off)\n",
-                args.stats_interval
-            ),
-        )
-        .exit();
-    }
     let level = if args.verbose { "info" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_millis()
