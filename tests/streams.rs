@@ -233,3 +233,39 @@ impl Drop for Reaped {
         }
     }
 }
+
+#[test]
+fn socket_buffer_requests_above_the_cap_are_capped_with_a_warning() {
+    const CAP: u64 = 256 << 20;
+    // The warnings come before the listening line, which start() waits for.
+    let f = ServerProc::start(&["--rcvbuf", "4294967296", "--sndbuf", "4294967296"]).stop();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .contains("--sndbuf 4294967296 is above the cap of 268435456"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr
+            .contains("--rcvbuf 4294967296 is above the cap of 268435456"),
+        "{}",
+        f.stderr
+    );
+    let line = f
+        .stderr
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .unwrap();
+    let rcvbuf: u64 = line
+        .split("rcvbuf ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rcvbuf in {line}"));
+    // The kernel doubles the request; only root may force it past rmem_max.
+    assert!(rcvbuf <= 2 * CAP, "{line}");
+    if is_root() {
+        assert_eq!(rcvbuf, 2 * CAP, "{line}");
+    }
+}

@@ -13,7 +13,7 @@ use signal_hook::iterator::Signals;
 use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
-use udp_packet_pool::socket::BufferSizes;
+use udp_packet_pool::socket::{BufferSizes, MAX_BUFFER};
 use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::stderr;
 use udp_packet_pool::worker::IoMode;
@@ -86,10 +86,10 @@ struct Args {
     /// Answer like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). Without it the echo is byte-exact (RFC 862).
     #[arg(long)]
     sockperf: bool,
-    /// SO_RCVBUF request in bytes; the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it.
+    /// SO_RCVBUF request in bytes (capped at 256 MiB); the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it.
     #[arg(long, value_name = "BYTES", default_value_t = udp_packet_pool::socket::DEFAULT_RECV_BUFFER)]
     rcvbuf: usize,
-    /// SO_SNDBUF request in bytes; the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). Default: the kernel's.
+    /// SO_SNDBUF request in bytes (capped at 256 MiB); the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). Default: the kernel's.
     #[arg(long, value_name = "BYTES")]
     sndbuf: Option<usize>,
     /// Echo datagrams from privileged source ports (below 1024) and 2049 too. Off by default: those are services (echo 7, chargen 19, DNS 53, NTP 123, NFS 2049...), and answering them lets a forged datagram start an endless loop between two services. Datagrams from the server's own port, port 0, and multicast, broadcast or unspecified sources are refused always.
@@ -159,6 +159,18 @@ fn parse_stats_interval(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A socket buffer request capped at [`MAX_BUFFER`], with a warning on
+/// stderr naming the cap when it had to be.
+fn capped_buffer(flag: &str, n: usize) -> usize {
+    if n <= MAX_BUFFER {
+        return n;
+    }
+    stderr::line(format_args!(
+        "server: warning: {flag} {n} is above the cap of {MAX_BUFFER} bytes (256 MiB) per socket; using {MAX_BUFFER}"
+    ));
+    MAX_BUFFER
+}
+
 /// Parses `--allow`: a network in CIDR form, or a single address.
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
@@ -207,8 +219,8 @@ fn run() -> u8 {
         log_rate: args.log_rate,
         io: args.io,
         buffers: BufferSizes {
-            recv: Some(args.rcvbuf),
-            send: args.sndbuf,
+            recv: Some(capped_buffer("--rcvbuf", args.rcvbuf)),
+            send: args.sndbuf.map(|n| capped_buffer("--sndbuf", n)),
         },
         send_deadline: Duration::from_millis(args.send_deadline),
         guard: GuardConfig {
