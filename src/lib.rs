@@ -28,4 +28,5 @@ pub mod samples;
 pub mod server;
 pub mod socket;
 pub mod sockperf;
+pub mod stderr;
 pub mod worker;

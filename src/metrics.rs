@@ -131,12 +131,13 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
         }
         next_tick += tick;
         if cfg.dump_now.swap(false, Ordering::Relaxed) {
-            eprint!("{}", report(&total_hist, None, false));
+            // Through the stderr writer: never blocks here, never panics.
+            crate::stderr::write(report(&total_hist, None, false).to_string());
         }
         if cfg.interval.is_some() {
             let snap = snapshot(&cfg);
             let now = Instant::now();
-            eprintln!("{}", stats_line(&snap, &prev, now, start, &interval_hist));
+            crate::stderr::line(stats_line(&snap, &prev, now, start, &interval_hist));
             prev = (snap, now);
         }
         interval_hist.reset();

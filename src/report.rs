@@ -139,6 +139,13 @@ pub struct Report {
     /// or still queued when a stalled log thread was given up at shutdown.
     /// Known at shutdown only (0 in a SIGHUP summary).
     pub log_lines_dropped: u64,
+    /// The server's own stderr lines (statistics lines, summaries, notices)
+    /// lost because stderr was blocked (queue full, or still queued at
+    /// shutdown) or failed (e.g. closed). Known at shutdown only.
+    pub stderr_lines_dropped: u64,
+    /// Why stderr lines were lost (`stderr failed: Broken pipe (os error
+    /// 32)`, `stderr blocked: ...`); `None` when none were.
+    pub stderr_problem: Option<String>,
 }
 
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`).
@@ -246,6 +253,8 @@ impl Report {
             final_report,
             worker_failures: Vec::new(),
             log_lines_dropped: 0,
+            stderr_lines_dropped: 0,
+            stderr_problem: None,
         }
     }
 
@@ -373,6 +382,13 @@ impl fmt::Display for Report {
                 "packet log    {} lines dropped (-v queue full or stderr stalled)",
                 self.log_lines_dropped
             )?;
+            if let Some(p) = &self.stderr_problem {
+                writeln!(
+                    f,
+                    "stderr        {} lines dropped ({p})",
+                    self.stderr_lines_dropped
+                )?;
+            }
         }
         let mib = |b: f64| b / (1024.0 * 1024.0);
         write!(

@@ -109,7 +109,7 @@ pub struct ServerHandle {
     log: Option<LogThread>,
 }
 
-/// Binds and starts everything; returns once every worker is ready.
+/// Binds and starts everything; returns once every worker thread runs.
 pub fn start(cfg: &ServerConfig) -> io::Result<ServerHandle> {
     start_with(cfg, |_| Pipeline::echo())
 }
@@ -205,11 +205,15 @@ pub fn start_with(
         kernel_clock &= w.kernel_clock();
         workers.push(w);
     }
+    // Each worker says it runs; start_with returns only once all have, so
+    // "listening on" (printed after it) means every worker is serving.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let handles = workers
         .into_iter()
         .map(|w| {
             let core = (!cores.is_empty()).then(|| cores[w.id() % cores.len()]);
             let stop = stop.clone();
+            let ready = ready_tx.clone();
             thread::Builder::new()
                 .name(format!("worker-{}", w.id()))
                 .spawn(move || {
@@ -219,6 +223,8 @@ pub fn start_with(
                         }
                     }
                     let id = w.id();
+                    let _ = ready.send(());
+                    drop(ready);
                     // A panic must not leave the other workers running: it
                     // is caught here, named, and stops the server like a
                     // fatal socket error does.
@@ -238,6 +244,14 @@ pub fn start_with(
                 })
         })
         .collect::<io::Result<Vec<_>>>()?;
+    drop(ready_tx);
+    for _ in 0..handles.len() {
+        // Err: every worker thread ended without saying so (cannot happen
+        // short of a panic before its loop, which join() then reports).
+        if ready_rx.recv().is_err() {
+            break;
+        }
+    }
     let mcfg = MetricsConfig {
         interval: cfg.stats_interval,
         workers: shared,

@@ -14,6 +14,11 @@ use crate::io::force_buffer_size;
 /// datagrams (the kernel's default of 208 KiB overflows at 200k/s here).
 pub const DEFAULT_RECV_BUFFER: usize = 4 << 20;
 
+/// Largest `--rcvbuf`/`--sndbuf` request per socket: 256 MiB (the kernel
+/// doubles it). Larger requests are capped to it, so a typo cannot pin
+/// gigabytes of kernel memory or wrap around the kernel's `int`.
+pub const MAX_BUFFER: usize = 256 << 20;
+
 /// Optional kernel buffer sizes. The kernel doubles what is asked for; an
 /// unprivileged request is capped at `net.core.rmem_max` / `wmem_max`, while
 /// with `CAP_NET_ADMIN` the cap is lifted (`SO_RCVBUFFORCE`).

@@ -3,7 +3,7 @@
 
 mod util;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use util::*;
@@ -379,4 +379,26 @@ fn client_binary_verifies_against_real_server() {
         "{text}"
     );
     assert!(srv.stop().status.success());
+}
+
+#[test]
+fn stats_interval_out_of_range_is_a_usage_error_naming_the_range() {
+    for v in ["1e300", "1e19", "1e-9", "-1", "0.01", "86401", "nan", "inf"] {
+        let out = Command::new(server_bin())
+            .args(["--port", "0", "--bind", "127.0.0.1", "--stats-interval", v])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{v}: {err}");
+        assert!(err.contains("--stats-interval"), "{v}: {err}");
+        assert!(err.contains("0.05") && err.contains("86400"), "{v}: {err}");
+    }
+    // The ends of the range start (and stop cleanly).
+    for v in ["0", "0.05", "86400"] {
+        let f =
+            ServerProc::start_exact(&["--port", "0", "--bind", "127.0.0.1", "--stats-interval", v])
+                .stop();
+        assert_eq!(f.status.code(), Some(0), "{v}: {}", f.stderr);
+    }
 }

@@ -13,8 +13,9 @@ use signal_hook::iterator::Signals;
 use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
-use udp_packet_pool::socket::BufferSizes;
+use udp_packet_pool::socket::{BufferSizes, MAX_BUFFER};
 use udp_packet_pool::sockperf::SockperfReply;
+use udp_packet_pool::stderr;
 use udp_packet_pool::worker::IoMode;
 
 /// Multi-threaded UDP echo server with per-worker freelist packet pools.
@@ -61,12 +62,13 @@ struct Args {
     /// Pin worker i to core i (wrapping when there are more workers than cores).
     #[arg(long)]
     pin: bool,
-    /// Seconds between statistics lines on stderr; 0 turns them off.
+    /// Seconds between statistics lines on stderr, from 0.05 to 86400 (one day); 0 turns them off.
     #[arg(
         long,
         default_value_t = 1.0,
         value_name = "SECS",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = parse_stats_interval
     )]
     stats_interval: f64,
     /// Print the final report as JSON on stdout instead of text.
@@ -84,10 +86,10 @@ struct Args {
     /// Answer like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). Without it the echo is byte-exact (RFC 862).
     #[arg(long)]
     sockperf: bool,
-    /// SO_RCVBUF request in bytes; the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it.
+    /// SO_RCVBUF request in bytes (capped at 256 MiB); the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it.
     #[arg(long, value_name = "BYTES", default_value_t = udp_packet_pool::socket::DEFAULT_RECV_BUFFER)]
     rcvbuf: usize,
-    /// SO_SNDBUF request in bytes; the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). Default: the kernel's.
+    /// SO_SNDBUF request in bytes (capped at 256 MiB); the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). Default: the kernel's.
     #[arg(long, value_name = "BYTES")]
     sndbuf: Option<usize>,
     /// Echo datagrams from privileged source ports (below 1024) and 2049 too. Off by default: those are services (echo 7, chargen 19, DNS 53, NTP 123, NFS 2049...), and answering them lets a forged datagram start an endless loop between two services. Datagrams from the server's own port, port 0, and multicast, broadcast or unspecified sources are refused always.
@@ -136,6 +138,39 @@ fn guards_summary(g: &GuardConfig) -> String {
     s
 }
 
+/// Shortest `--stats-interval` (more often floods stderr).
+const STATS_INTERVAL_MIN: f64 = 0.05;
+/// Longest `--stats-interval`: one day (any longer is as good as off).
+const STATS_INTERVAL_MAX: f64 = 86_400.0;
+
+/// Parses `--stats-interval`: 0 (off) or seconds within the range, so the
+/// value always converts to a `Duration` and the ticks never overflow.
+fn parse_stats_interval(s: &str) -> Result<f64, String> {
+    let range = format!(
+        "give 0 (off) or seconds from {STATS_INTERVAL_MIN} to {STATS_INTERVAL_MAX} (one day)"
+    );
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds: {range}"))?;
+    if v == 0.0 || (STATS_INTERVAL_MIN..=STATS_INTERVAL_MAX).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} is out of range: {range}"))
+    }
+}
+
+/// A socket buffer request capped at [`MAX_BUFFER`], with a warning on
+/// stderr naming the cap when it had to be.
+fn capped_buffer(flag: &str, n: usize) -> usize {
+    if n <= MAX_BUFFER {
+        return n;
+    }
+    stderr::line(format_args!(
+        "server: warning: {flag} {n} is above the cap of {MAX_BUFFER} bytes (256 MiB) per socket; using {MAX_BUFFER}"
+    ));
+    MAX_BUFFER
+}
+
 /// Parses `--allow`: a network in CIDR form, or a single address.
 fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
@@ -146,17 +181,21 @@ fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
 }
 
 fn main() -> ExitCode {
+    // No path ends in a panic's exit code 101: a panic on this thread is
+    // caught and reported as a run-time failure (1).
+    let code = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+        stderr::line("server: internal error (panicked; see above)");
+        1
+    });
+    // Bounded: a stderr nobody reads cannot hold the exit up.
+    stderr::flush(stderr::STALL_LIMIT);
+    ExitCode::from(code)
+}
+
+/// The server; returns the exit code. Everything it says on stderr goes
+/// through [`stderr`]: never blocks, never panics.
+fn run() -> u8 {
     let args = Args::parse();
-    if !(args.stats_interval >= 0.0 && args.stats_interval.is_finite()) {
-        clap::Error::raw(
-            clap::error::ErrorKind::ValueValidation,
-            format!(
-                "invalid --stats-interval {}: give seconds >= 0 (0 turns the line off)\n",
-                args.stats_interval
-            ),
-        )
-        .exit();
-    }
     let level = if args.verbose { "info" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_millis()
@@ -180,8 +219,8 @@ fn main() -> ExitCode {
         log_rate: args.log_rate,
         io: args.io,
         buffers: BufferSizes {
-            recv: Some(args.rcvbuf),
-            send: args.sndbuf,
+            recv: Some(capped_buffer("--rcvbuf", args.rcvbuf)),
+            send: args.sndbuf.map(|n| capped_buffer("--sndbuf", n)),
         },
         send_deadline: Duration::from_millis(args.send_deadline),
         guard: GuardConfig {
@@ -207,10 +246,13 @@ fn main() -> ExitCode {
     let handle = match server::start_with(&cfg, pipeline) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("server: {e}");
-            return ExitCode::from(1);
+            stderr::line(format_args!("server: cannot start: {e}"));
+            return 1;
         }
     };
+    // Startup ends with the "listening on" line: every worker runs
+    // (start_with waits for them) and every signal handler is installed
+    // before it, so a failure here is never preceded by it.
     // Signals: the first SIGINT/SIGTERM sets the stop flag; a second one
     // exits at once, decided inside the signal handler itself
     // (register_conditional_shutdown is registered first, so it only fires
@@ -225,12 +267,46 @@ fn main() -> ExitCode {
         Ok(())
     })();
     if let Err(e) = registered {
-        eprintln!("server: cannot install signal handlers: {e}");
+        stderr::line(format_args!(
+            "server: cannot start: cannot install signal handlers: {e}"
+        ));
         handle.stop();
         let _ = handle.join();
-        return ExitCode::from(1);
+        return 1;
     }
-    eprintln!(
+    // Say so when a stop signal arrives: a thread blocked on signal-hook's
+    // pipe (no polling, so it never wakes while the server runs).
+    let mut notices = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            stderr::line(format_args!(
+                "server: cannot start: cannot install signal handlers: {e}"
+            ));
+            handle.stop();
+            let _ = handle.join();
+            return 1;
+        }
+    };
+    let notices_handle = notices.handle();
+    let notice = std::thread::Builder::new()
+        .name("notice".into())
+        .spawn(move || {
+            if notices.forever().next().is_some() {
+                stderr::line("server: shutting down (signal again to exit at once)");
+            }
+        });
+    let notice = match notice {
+        Ok(t) => t,
+        Err(e) => {
+            stderr::line(format_args!(
+                "server: cannot start: cannot start a thread: {e}"
+            ));
+            handle.stop();
+            let _ = handle.join();
+            return 1;
+        }
+    };
+    stderr::line(format_args!(
         "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, {} replies; {})",
         handle.local_addr(),
         cfg.threads,
@@ -247,37 +323,18 @@ fn main() -> ExitCode {
         handle.recv_buffer(),
         if sockperf { "sockperf" } else { "byte-exact echo" },
         guards_summary(&cfg.guard)
-    );
-    // Say so when a stop signal arrives: a thread blocked on signal-hook's
-    // pipe (no polling, so it never wakes while the server runs).
-    let mut notices = match Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("server: cannot install signal handlers: {e}");
-            handle.stop();
-            let _ = handle.join();
-            return ExitCode::from(1);
-        }
-    };
-    let notices_handle = notices.handle();
-    let (notice_done, notice_ended) = std::sync::mpsc::channel::<()>();
-    let notice = std::thread::spawn(move || {
-        let _done = notice_done;
-        if notices.forever().next().is_some() {
-            eprintln!("server: shutting down (signal again to exit at once)");
-        }
-    });
+    ));
     let result = handle.join();
     notices_handle.close();
-    // Joined only if it ends promptly: with a stderr nobody reads it can be
-    // stuck in eprintln forever, and the report must still be written.
-    if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
-        notice_ended.recv_timeout(Duration::from_secs(1))
-    {
-        let _ = notice.join();
-    }
+    let _ = notice.join();
     match result {
-        Ok(report) => {
+        Ok(mut report) => {
+            // What the server's own stderr lines lost (a stalled or closed
+            // stderr): given a bounded chance to drain first.
+            stderr::flush(stderr::STALL_LIMIT);
+            let lost = stderr::summary();
+            report.stderr_lines_dropped = lost.dropped;
+            report.stderr_problem = lost.problem;
             let mut out = std::io::stdout().lock();
             let written = if args.json {
                 serde_json::to_writer_pretty(&mut out, &report)
@@ -287,25 +344,25 @@ fn main() -> ExitCode {
                 write!(out, "{report}")
             };
             if let Err(e) = written.and_then(|_| out.flush()) {
-                eprintln!("server: cannot write the report: {e}");
-                return ExitCode::from(1);
+                stderr::line(format_args!("server: cannot write the report: {e}"));
+                return 1;
             }
             if !report.worker_failures.is_empty() {
                 for e in &report.worker_failures {
-                    eprintln!("server: {e}");
+                    stderr::line(format_args!("server: {e}"));
                 }
-                eprintln!("server: stopped because a worker failed (the report above has everything counted until then)");
-                return ExitCode::from(1);
+                stderr::line("server: stopped because a worker failed (the report above has everything counted until then)");
+                return 1;
             }
             if !report.buffers_returned {
-                eprintln!("server: some pool buffers were not returned");
-                return ExitCode::from(1);
+                stderr::line("server: some pool buffers were not returned");
+                return 1;
             }
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
-            eprintln!("server: {e}");
-            ExitCode::from(1)
+            stderr::line(format_args!("server: {e}"));
+            1
         }
     }
 }

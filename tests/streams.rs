@@ -1,0 +1,271 @@
+//! Hostile output streams: a stderr nobody reads, a stderr whose reader went
+//! away, and `2>/dev/full`. In every case the server keeps echoing, stops
+//! cleanly on SIGINT with exit code 0, writes its final report on stdout,
+//! and the report says how many of its own stderr lines were lost.
+
+mod util;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// `server --port 0 --bind 127.0.0.1 --json --stats-interval 0.1` plus `extra`,
+/// with stdout piped and the given stderr.
+fn spawn(stderr: Stdio, extra: &[&str]) -> Reaped {
+    let child = Command::new(server_bin())
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--stats-interval",
+            "0.1",
+            "--json",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn server");
+    Reaped(child)
+}
+
+/// Reads the server's stderr up to its `listening on` line (bounded) and
+/// hands the pipe back, so the test decides what happens to it next.
+fn listening_addr(err: ChildStderr) -> (SocketAddr, BufReader<ChildStderr>) {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut r = BufReader::new(err);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return; // closed: the receiver sees the sender dropped
+            }
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                let _ = tx.send((addr, r));
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(GUARD)
+        .expect("server never said 'listening on'")
+}
+
+/// Echo traffic for `how_long` (sending SIGHUP every round when `hup`, for
+/// more stderr output); every datagram must come back. Returns the echoes.
+fn echo_for(srv: &Reaped, addr: SocketAddr, how_long: Duration, hup: bool) -> u64 {
+    let c = client_socket(addr);
+    let mut buf = [0u8; 256];
+    let mut echoed = 0u64;
+    let end = Instant::now() + how_long;
+    let mut round = 0u8;
+    while Instant::now() < end {
+        let p = pattern(100, round);
+        for _ in 0..20 {
+            c.send_to(&p, addr).unwrap();
+        }
+        for _ in 0..20 {
+            // Bounded: the client socket times out after 2 s.
+            let (n, _) = c.recv_from(&mut buf).unwrap_or_else(|e| {
+                panic!("echo {} missing ({e}): stderr stalled echoing", echoed + 1)
+            });
+            assert_eq!(&buf[..n], &p[..]);
+            echoed += 1;
+        }
+        if hup {
+            srv.signal(libc::SIGHUP);
+        }
+        round = round.wrapping_add(1);
+        thread::sleep(Duration::from_millis(20));
+    }
+    echoed
+}
+
+/// SIGINT, bounded wait; expects exit 0 and a JSON report on stdout, which
+/// it returns.
+fn stop_expect_report(mut srv: Reaped) -> serde_json::Value {
+    srv.signal(libc::SIGINT);
+    let status = wait_bounded(&mut srv.0, GUARD);
+    let mut stdout = String::new();
+    srv.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit {status:?}, stdout: {stdout}");
+    let r = json(&stdout);
+    assert_reconciled(&r);
+    r
+}
+
+#[test]
+fn stderr_nobody_reads_never_stalls_echoes_or_the_report() {
+    let mut srv = spawn(Stdio::piped(), &["--threads", "2"]);
+    let (addr, unread) = listening_addr(srv.0.stderr.take().unwrap());
+    // The smallest pipe (one page), so it fills after a few lines.
+    // SAFETY: fcntl(2) on a pipe fd we own; plain integer arguments.
+    unsafe { libc::fcntl(unread.get_ref().as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    let echoed = echo_for(&srv, addr, Duration::from_secs(4), true);
+    assert!(echoed > 0);
+    // Stop with stderr still unread: the shutdown must not wait on it.
+    let r = stop_expect_report(srv);
+    drop(unread);
+    assert!(r["rx_packets"].as_u64().unwrap() >= echoed, "{r}");
+    let dropped = r["stderr_lines_dropped"].as_u64().expect("count");
+    assert!(dropped > 0, "nobody read stderr, yet nothing dropped: {r}");
+    let why = r["stderr_problem"].as_str().expect("a reason");
+    assert!(why.contains("blocked"), "{why}");
+}
+
+#[test]
+fn stderr_reader_gone_is_noted_in_the_report() {
+    let mut srv = spawn(Stdio::piped(), &["--threads", "2"]);
+    let (addr, reader) = listening_addr(srv.0.stderr.take().unwrap());
+    drop(reader); // the read end closes: every later write gets EPIPE
+    let echoed = echo_for(&srv, addr, Duration::from_secs(1), true);
+    assert!(echoed > 0);
+    let r = stop_expect_report(srv);
+    assert!(
+        r["stderr_lines_dropped"].as_u64().expect("count") > 0,
+        "{r}"
+    );
+    let why = r["stderr_problem"].as_str().expect("a reason");
+    assert!(why.contains("stderr failed"), "{why}");
+}
+
+#[test]
+fn stderr_to_dev_full_still_serves_and_reports() {
+    let full = File::options().write(true).open("/dev/full").unwrap();
+    let mut srv = spawn(Stdio::from(full), &["--threads", "2"]);
+    // The listening line cannot be read: find the port from the socket
+    // the child owns (/proc/PID/fd inode -> /proc/net/udp).
+    let port = udp_port_of(&mut srv);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // The socket exists before the workers run: retry until the first echo.
+    let c = client_socket(addr);
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + GUARD;
+    let mut buf = [0u8; 64];
+    loop {
+        c.send_to(b"ping", addr).unwrap();
+        if let Ok((n, _)) = c.recv_from(&mut buf) {
+            assert_eq!(&buf[..n], b"ping");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no echo from {addr}");
+    }
+    let echoed = echo_for(&srv, addr, Duration::from_millis(500), false);
+    assert!(echoed > 0);
+    let r = stop_expect_report(srv);
+    assert!(
+        r["stderr_lines_dropped"].as_u64().expect("count") > 0,
+        "{r}"
+    );
+    let why = r["stderr_problem"].as_str().expect("a reason");
+    assert!(why.contains("stderr failed"), "{why}");
+}
+
+/// The local port of the UDP socket the process owns (bounded wait; fails
+/// if the process exits first).
+fn udp_port_of(srv: &mut Reaped) -> u16 {
+    let pid = srv.0.id();
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter_map(|l| {
+                        let l = l.to_string_lossy().into_owned();
+                        Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        for line in table.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().unwrap();
+                return u16::from_str_radix(port, 16).unwrap();
+            }
+        }
+        if let Ok(Some(st)) = srv.0.try_wait() {
+            panic!("server exited ({st:?}) before it bound a socket");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no UDP socket of pid {pid} appeared"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The server process, killed and reaped on drop unless it already exited.
+struct Reaped(Child);
+
+impl Reaped {
+    fn signal(&self, sig: i32) {
+        let pid = self.0.id() as i32;
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+        // the child is not reaped yet, so the pid is still ours.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn socket_buffer_requests_above_the_cap_are_capped_with_a_warning() {
+    const CAP: u64 = 256 << 20;
+    // The warnings come before the listening line, which start() waits for.
+    let f = ServerProc::start(&["--rcvbuf", "4294967296", "--sndbuf", "4294967296"]).stop();
+    assert_eq!(f.status.code(), Some(0), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .contains("--sndbuf 4294967296 is above the cap of 268435456"),
+        "{}",
+        f.stderr
+    );
+    assert!(
+        f.stderr
+            .contains("--rcvbuf 4294967296 is above the cap of 268435456"),
+        "{}",
+        f.stderr
+    );
+    let line = f
+        .stderr
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .unwrap();
+    let rcvbuf: u64 = line
+        .split("rcvbuf ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rcvbuf in {line}"));
+    // The kernel doubles the request; only root may force it past rmem_max.
+    assert!(rcvbuf <= 2 * CAP, "{line}");
+    if is_root() {
+        assert_eq!(rcvbuf, 2 * CAP, "{line}");
+    }
+}
