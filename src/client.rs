@@ -29,6 +29,16 @@
 //!   that probe's echo, so use `--size` when probes may be lost or duplicated
 //!   and rigorous attribution matters.
 //!
+//! # Stopping early
+//!
+//! [`run_until`] also watches a stop flag (the `client` binary sets it on
+//! Ctrl+C or SIGTERM). It is checked between probes, while sleeping for the
+//! interval and while waiting for an echo (at least every
+//! 50 ms); the run then ends like a finished one, with the summary of the
+//! probes done so far and [`Summary::interrupted`] set. A probe still
+//! waiting for its echo when the flag is seen is left out of every count:
+//! it never had its full timeout.
+//!
 //! Datagrams drained between probes are always counted as stale, never as a
 //! mismatch: they are not an answer to any probe in flight.
 //!
@@ -43,6 +53,7 @@
 use std::fmt;
 use std::io::{self, ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -321,6 +332,9 @@ pub struct Summary {
     pub stale: u64,
     /// RTT statistics, `None` if no probe got a correct echo.
     pub rtt: Option<RttStats>,
+    /// Whether the run was stopped early (Ctrl+C, SIGTERM): the counts
+    /// cover the probes done by then.
+    pub interrupted: bool,
 }
 
 impl Summary {
@@ -337,7 +351,12 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "--- {} udp echo statistics ---", self.target)?;
+        let early = if self.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        };
+        writeln!(f, "--- {} udp echo statistics{early} ---", self.target)?;
         write!(
             f,
             "{} sent, {} received, {} lost ({:.1}%), {} mismatched, {} stale ignored",
@@ -410,7 +429,13 @@ enum Outcome {
     Timeout,
     Refused,
     Mismatch(String),
+    /// The stop flag was set while waiting for the echo.
+    Interrupted,
 }
+
+/// Longest stretch the client sleeps or waits without looking at the stop
+/// flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// A UDP socket of the target's family, bound to an ephemeral port and
 /// connected to the target.
@@ -427,11 +452,18 @@ fn open_socket(target: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket)
 }
 
-/// Sleep until `due` (no-op if it has passed).
-fn sleep_until(due: Instant) {
-    let now = Instant::now();
-    if due > now {
-        thread::sleep(due - now);
+/// Sleep until `due` (no-op if it has passed) or until `stop` is set;
+/// true if it was.
+fn sleep_until(due: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = Instant::now();
+        if due <= now {
+            return false;
+        }
+        thread::sleep((due - now).min(STOP_POLL));
     }
 }
 
@@ -446,6 +478,7 @@ struct Prober<'a> {
     buf: Vec<u8>,
     out: &'a mut dyn Write,
     stale: u64,
+    stop: &'a AtomicBool,
 }
 
 impl Prober<'_> {
@@ -504,17 +537,20 @@ impl Prober<'_> {
         }
         let deadline = sent_at.checked_add(self.config.timeout);
         loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(Outcome::Interrupted);
+            }
             let remaining = match deadline {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return Ok(Outcome::Timeout);
                     }
-                    Some(left)
+                    left.min(STOP_POLL)
                 }
-                None => None,
+                None => STOP_POLL,
             };
-            self.socket.set_read_timeout(remaining)?;
+            self.socket.set_read_timeout(Some(remaining))?;
             let n = match self.socket.recv(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => continue,
@@ -552,6 +588,16 @@ impl Prober<'_> {
 /// `Err` means the configuration is invalid ([`ErrorKind::InvalidInput`]),
 /// the socket could not be set up or used, or writing to `out` failed.
 pub fn run(config: &ClientConfig, out: &mut dyn Write) -> io::Result<Summary> {
+    run_until(config, out, &AtomicBool::new(false))
+}
+
+/// [`run`], stopping early once `stop` is set (see "Stopping early" above):
+/// the summary then covers the probes done and says it was interrupted.
+pub fn run_until(
+    config: &ClientConfig,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> io::Result<Summary> {
     config.validate()?;
     let target = config.target;
     let mut prober = Prober {
@@ -560,17 +606,29 @@ pub fn run(config: &ClientConfig, out: &mut dyn Write) -> io::Result<Summary> {
         buf: vec![0u8; RECV_BUF_LEN],
         out,
         stale: 0,
+        stop,
     };
+    let mut interrupted = false;
     let mut rtts = RttRecorder::new();
     let (mut sent, mut received, mut timeouts, mut refused, mut mismatched) = (0u64, 0, 0, 0, 0);
     let mut last_send: Option<Instant> = None;
 
     for seq in 0..config.count {
         if let Some(prev) = last_send {
-            match prev.checked_add(config.interval) {
-                Some(due) => sleep_until(due),
-                None => thread::sleep(config.interval),
+            // An interval past the clock's range: wait (for a stop) a century.
+            let century = Duration::from_secs(100 * 365 * 86_400);
+            let due = prev
+                .checked_add(config.interval)
+                .or_else(|| prev.checked_add(century))
+                .unwrap_or(prev);
+            if sleep_until(due, stop) {
+                interrupted = true;
+                break;
             }
+        }
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
         }
         let expected = config.payload.for_seq(seq);
         prober.drain(seq)?;
@@ -606,6 +664,12 @@ pub fn run(config: &ClientConfig, out: &mut dyn Write) -> io::Result<Summary> {
                 mismatched += 1;
                 writeln!(prober.out, "seq={seq} MISMATCH from {target}: {what}")?;
             }
+            Outcome::Interrupted => {
+                // Never had its full timeout: left out of every count.
+                sent -= 1;
+                interrupted = true;
+                break;
+            }
         }
     }
 
@@ -616,12 +680,17 @@ pub fn run(config: &ClientConfig, out: &mut dyn Write) -> io::Result<Summary> {
         sent,
         received,
         lost,
-        loss_percent: lost as f64 * 100.0 / sent as f64,
+        loss_percent: if sent == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / sent as f64
+        },
         timeouts,
         refused,
         mismatched,
         stale: prober.stale,
         rtt: rtts.stats(),
+        interrupted,
     })
 }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use udp_packet_pool::client::{self, ClientConfig, Payload, Summary};
 
+mod util;
+
 /// How an in-test responder answers each datagram.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
@@ -436,4 +438,75 @@ fn lib_resolve_errors_name_the_host() {
         client::resolve("[::1]", 7).unwrap(),
         "[::1]:7".parse::<SocketAddr>().unwrap()
     );
+}
+
+/// Starts `client --count 1000 --interval 100` against our server, waits
+/// for its first reply line, sends `sig`; returns its status and stdout.
+fn interrupt_client(sig: i32) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, BufReader};
+    let server = util::ServerProc::start(&[]);
+    let port = server.addr.port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
+        .args(["127.0.0.1", &port, "--count", "1000", "--interval", "100"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        while let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line.contains("bytes from"));
+            all += &line;
+            all += "\n";
+        }
+        all
+    });
+    if !rx.iter().any(|reply| reply) {
+        panic!("client ended without a reply line");
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+    let status = util::wait_bounded(&mut child, util::GUARD);
+    (status, reader.join().unwrap())
+}
+
+/// Ctrl+C and SIGTERM stop `--count 1000` like ping: the statistics of the
+/// probes done so far, marked interrupted, and exit 0 since every one was
+/// answered.
+#[test]
+fn bin_ctrl_c_or_sigterm_print_the_summary_so_far() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let (status, stdout) = interrupt_client(sig);
+        assert_eq!(status.code(), Some(0), "signal {sig}: {stdout}");
+        assert!(stdout.contains("statistics (interrupted) ---"), "{stdout}");
+        let stats = stdout
+            .lines()
+            .find(|l| l.contains(" sent, "))
+            .unwrap_or_else(|| panic!("no statistics line: {stdout}"));
+        let sent: u64 = stats.split(' ').next().unwrap().parse().unwrap();
+        assert!((1..1000).contains(&sent), "{stats}");
+        assert!(
+            stats.contains(&format!("{sent} received, 0 lost")),
+            "{stats}"
+        );
+        assert!(stdout.contains("rtt min/avg/p99/max"), "{stdout}");
+    }
+}
+
+/// A stop before the first probe: nothing counted, and the summary (JSON
+/// too) says it was interrupted.
+#[test]
+fn lib_stop_flag_ends_the_run_with_a_summary() {
+    let r = Responder::start(Mode::Echo);
+    let stop = AtomicBool::new(true);
+    let cfg = config(r.addr, Payload::Pattern(8), 5);
+    let s = client::run_until(&cfg, &mut Vec::new(), &stop).unwrap();
+    assert_eq!(
+        (s.sent, s.lost, s.loss_percent, s.interrupted),
+        (0, 0, 0.0, true)
+    );
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["interrupted"], true, "{v}");
 }

@@ -374,7 +374,7 @@ fn usage_and_runtime_errors() {
         assert!(stderr_of(&out).contains(bad), "{}", stderr_of(&out));
     }
 
-    // Port 0 resolves but cannot be sent to: a run-time failure.
+    // Port 0 is no server's port: a usage error naming it.
     let out = loadgen(&[
         "--target",
         "127.0.0.1:0",
@@ -383,9 +383,9 @@ fn usage_and_runtime_errors() {
         "--warmup",
         "0",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
     assert!(
-        stderr_of(&out).contains("cannot send"),
+        stderr_of(&out).contains("127.0.0.1:0") && stderr_of(&out).contains("port 0"),
         "{}",
         stderr_of(&out)
     );

@@ -43,6 +43,11 @@ struct StallingEcho {
 
 impl StallingEcho {
     fn start(stall_at: u64) -> StallingEcho {
+        StallingEcho::start_for(stall_at, STALL)
+    }
+
+    /// As [`StallingEcho::start`], stalling for `stall` instead.
+    fn start_for(stall_at: u64, stall: Duration) -> StallingEcho {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
@@ -58,7 +63,7 @@ impl StallingEcho {
                 };
                 seen += 1;
                 if seen == stall_at {
-                    thread::sleep(STALL);
+                    thread::sleep(stall);
                 }
                 let _ = sock.send_to(&buf[..n], from);
             }
@@ -144,6 +149,41 @@ fn paced_pingpong_corrects_for_coordinated_omission() {
         uncorrected < CLEAR_OF_STALL_US,
         "uncorrected p99 {uncorrected} us: {r}"
     );
+}
+
+/// A stall holds paced pingpong back: the slots that go by while the one
+/// flow waits for the stalled echo are counted (`skipped_slots`), so the
+/// report shows the stall as a count, not only in the latencies. Without a
+/// stall nothing is skipped at 1000/s (a 1 ms slot, a far shorter round
+/// trip) in the part before it.
+#[test]
+fn paced_pingpong_counts_slots_skipped_during_a_stall() {
+    let _g = serial();
+    let echo = StallingEcho::start_for(300, Duration::from_millis(300));
+    let r = loadgen_json(&[
+        "--target",
+        &echo.addr.to_string(),
+        "--mode",
+        "pingpong",
+        "--rate",
+        "1000",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0",
+        "--timeout-ms",
+        "2000",
+    ]);
+    let seen = echo.finish();
+    assert!(
+        seen >= 300,
+        "the responder never stalled ({seen} datagrams)"
+    );
+    let skipped = count(&r, "skipped_slots");
+    // 300 ms at 1 ms a slot: about 300; half is plenty to show it.
+    assert!(skipped >= 150, "stall not counted: {r}");
+    assert!(skipped <= count(&r, "sent") + count(&r, "unsent"), "{r}");
+    assert!(count(&r, "sent") + count(&r, "unsent") <= 1500, "{r}");
 }
 
 /// Back to back the same stall is one slow round trip: there is no

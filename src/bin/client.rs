@@ -5,16 +5,23 @@
 //! design. Usage errors exit 2 (clap), run-time failures (cannot resolve,
 //! bind or send) exit 1, and so does any probe that timed out, met no server
 //! or came back corrupted. With `--json` the per-probe lines go to stderr and
-//! stdout holds only the summary as one JSON object.
+//! stdout holds only the summary as one JSON object. Ctrl+C or SIGTERM
+//! stops the run like `ping`: the summary of the probes done so far is
+//! printed and the exit code follows it (0 if at least one probe was done
+//! and every one got a correct echo); a second signal exits at once (130).
 #![deny(unsafe_code)]
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
 use udp_packet_pool::client::{self, ClientConfig, Payload, DEFAULT_MESSAGE, MAX_UDP_PAYLOAD_V4};
 
 /// Verifying UDP echo client: send probes, time each round trip, check each
@@ -98,10 +105,21 @@ fn main() -> ExitCode {
         timeout: Duration::from_millis(cli.timeout),
     };
 
+    // First Ctrl+C or SIGTERM: stop probing and print the summary so far.
+    // Second: exit at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        let registered = flag::register_conditional_shutdown(sig, 130, stop.clone())
+            .and_then(|_| flag::register(sig, stop.clone()));
+        if let Err(e) = registered {
+            eprintln!("client: cannot handle signal {sig}: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let result = if cli.json {
-        client::run(&config, &mut io::stderr().lock())
+        client::run_until(&config, &mut io::stderr().lock(), &stop)
     } else {
-        client::run(&config, &mut io::stdout().lock())
+        client::run_until(&config, &mut io::stdout().lock(), &stop)
     };
     let summary = match result {
         Ok(s) => s,
@@ -127,13 +145,17 @@ fn main() -> ExitCode {
     if summary.is_success() {
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "client: {} of {} probes failed ({} lost, {} mismatched)",
-            summary.failed(),
-            summary.sent,
-            summary.lost,
-            summary.mismatched
-        );
+        if summary.sent == 0 {
+            eprintln!("client: interrupted before any probe was done");
+        } else {
+            eprintln!(
+                "client: {} of {} probes failed ({} lost, {} mismatched)",
+                summary.failed(),
+                summary.sent,
+                summary.lost,
+                summary.mismatched
+            );
+        }
         ExitCode::from(1)
     }
 }

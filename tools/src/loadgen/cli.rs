@@ -32,7 +32,9 @@ pub const MAX_SIZE: usize = 65_507;
 /// corrected is not applicable and equals uncorrected (the report says so).
 /// Packets sent during the warm-up are left out of every result. Loss is
 /// counted after a drain period; a loss is a measurement, so the exit code
-/// stays 0.
+/// stays 0, but no server at all (nothing answered, ICMP port unreachable)
+/// exits 1. A sender still behind at the end of --duration stops and counts
+/// what it never sent as "unsent".
 #[derive(Parser, Debug)]
 #[command(
     name = "loadgen",

@@ -87,6 +87,13 @@ impl Config {
             )));
         }
         let target = resolve(&a.target)?;
+        if target.port() == 0 {
+            return Err(ConfigError::Usage(format!(
+                "--target '{}': port 0 is not a port a server can listen on (give HOST:PORT, \
+                 PORT 1-65535)",
+                a.target
+            )));
+        }
         Ok(Config {
             target_arg: a.target.clone(),
             target,
@@ -177,6 +184,15 @@ mod tests {
             "{e:?}"
         );
         assert!(Config::from_args(&args(&["--size", "50", "--protocol", "sockperf"])).is_ok());
+    }
+
+    #[test]
+    fn port_zero_is_a_usage_error() {
+        let e = Config::from_args(&args(&["--target", "127.0.0.1:0"])).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Usage(ref m) if m.contains("127.0.0.1:0") && m.contains("port 0")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -32,6 +32,14 @@ pub struct Counters {
     pub send_errors: u64,
     /// Sends retried after a full socket buffer (EAGAIN/ENOBUFS).
     pub send_retries: u64,
+    /// Scheduled packets never sent: the sender was still behind when
+    /// `--duration` ended (not in `sent`, so not lost either).
+    pub unsent: u64,
+    /// Paced pingpong: packets whose slot went by while their flow was
+    /// still waiting for an earlier echo (they went late, or not at all).
+    pub skipped_slots: u64,
+    /// ICMP port unreachable reports (ECONNREFUSED on a flow's socket).
+    pub refused: u64,
 }
 
 impl AddAssign for Counters {
@@ -47,6 +55,9 @@ impl AddAssign for Counters {
         self.timeouts += o.timeouts;
         self.send_errors += o.send_errors;
         self.send_retries += o.send_retries;
+        self.unsent += o.unsent;
+        self.skipped_slots += o.skipped_slots;
+        self.refused += o.refused;
     }
 }
 
@@ -67,6 +78,9 @@ impl Sub for Counters {
             timeouts: self.timeouts - e.timeouts,
             send_errors: self.send_errors - e.send_errors,
             send_retries: self.send_retries - e.send_retries,
+            unsent: self.unsent - e.unsent,
+            skipped_slots: self.skipped_slots - e.skipped_slots,
+            refused: self.refused - e.refused,
         }
     }
 }

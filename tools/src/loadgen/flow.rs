@@ -1,6 +1,8 @@
 //! One flow: a UDP socket with its own source port, the sequence numbers it
 //! has used, its duplicate/reordering window and, in pingpong mode, its one
-//! outstanding packet.
+//! outstanding packet. The socket is connected to the target, so that an
+//! ICMP port unreachable (nothing listens there) comes back to it as
+//! ECONNREFUSED instead of being dropped silently.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -45,8 +47,9 @@ pub struct Flow {
 
 impl Flow {
     /// Opens the flow's socket: bound to an ephemeral port on the wildcard
-    /// address of `target`'s family, unconnected (replies are accepted from
-    /// any address the server answers from).
+    /// address of `target`'s family and connected to `target` (the kernel
+    /// then reports ICMP port unreachable as ECONNREFUSED; datagrams from
+    /// other addresses are not delivered).
     pub fn open(id: u32, target: SocketAddr) -> io::Result<Flow> {
         let (domain, any) = match target {
             SocketAddr::V4(_) => (Domain::IPV4, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -59,6 +62,7 @@ impl Flow {
             let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
         }
         socket.bind(&SocketAddr::new(any, 0).into())?;
+        socket.connect(&target.into())?;
         Ok(Flow {
             id,
             socket,

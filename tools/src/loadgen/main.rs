@@ -38,8 +38,13 @@
 //! sent - unique received, counted after `--drain-ms` of listening past the
 //! last send. Warm-up packets are sent but left out of every result.
 //!
-//! Exit codes: 2 usage errors, 1 run-time failures (cannot resolve, bind,
-//! send, write an output file), 0 otherwise, loss included.
+//! A sender still behind at the end of `--duration` stops (wrk2); what it
+//! never sent is `unsent`. Flow sockets are connected, so ICMP port
+//! unreachable is seen (`refused`).
+//!
+//! Exit codes: 2 usage errors (port 0 included), 1 run-time failures
+//! (cannot resolve, bind, send, write an output file; no server: nothing
+//! answered and the target refused), 0 otherwise, loss included.
 #![deny(unsafe_code)]
 
 mod cli;

@@ -7,13 +7,13 @@
 //! back (pingpong without `--rate`) has no schedule, so there is no
 //! corrected latency; `latency_us` then repeats the uncorrected figures.
 
-use std::fmt;
-
 use serde::Serialize;
 
 use crate::cli::{Mode, Protocol};
 use crate::counters::Counters;
-use crate::latency::{text_block, Percentiles};
+use crate::latency::Percentiles;
+
+mod text;
 
 /// Sends this late (microseconds) earn a warning even when the rate was met.
 const LATE_WARNING_US: f64 = 10_000.0;
@@ -74,6 +74,17 @@ pub struct Report {
     pub send_errors: u64,
     /// Sends retried after a full buffer.
     pub send_retries: u64,
+    /// Scheduled (measured) packets never sent: the sender was still
+    /// behind when `--duration` ended. Not lost: `sent + unsent` is the
+    /// schedule.
+    pub unsent: u64,
+    /// Paced pingpong: packets whose slot went by while their flow waited
+    /// for an earlier echo (a stall); 0 in other modes.
+    pub skipped_slots: u64,
+    /// ICMP port unreachable reports: nothing listens at the target.
+    pub refused: u64,
+    /// Whether the sender missed the asked rate (it says why on stderr).
+    pub fell_behind: bool,
     /// Worst lateness of a send against its schedule (microseconds).
     pub behind_max_us: f64,
     /// Receive - intended send time (back to back: - actual send time).
@@ -147,7 +158,7 @@ impl Report {
             (Mode::Rate, Some(_)) => ("open_loop", OPEN_LOOP_NOTE),
             (Mode::Pingpong, Some(_)) => ("paced", PACED_NOTE),
         };
-        Report {
+        let mut r = Report {
             target: shape.target,
             rate_requested: shape.rate,
             pacing,
@@ -167,6 +178,10 @@ impl Report {
             timeouts: c.timeouts,
             send_errors: c.send_errors,
             send_retries: c.send_retries,
+            unsent: c.unsent,
+            skipped_slots: c.skipped_slots,
+            refused: c.refused,
+            fell_behind: false,
             behind_max_us,
             latency_us: latency,
             latency_uncorrected_us: uncorrected,
@@ -185,21 +200,39 @@ impl Report {
             threads: shape.threads,
             size: shape.size,
             target_arg: shape.target_arg,
-        }
+        };
+        r.fell_behind = r.fell_behind();
+        r
     }
 
     /// Whether a paced sender missed the asked rate by more than 1%.
     pub fn fell_behind(&self) -> bool {
-        self.rate_requested
-            .is_some_and(|r| !self.interrupted && self.send_rate < 0.99 * r as f64)
+        self.unsent > 0
+            || self
+                .rate_requested
+                .is_some_and(|r| !self.interrupted && self.send_rate < 0.99 * r as f64)
+    }
+
+    /// Whether nothing answered and the target's host said that nothing
+    /// listens there (ICMP port unreachable): the run failed (exit 1).
+    pub fn no_server(&self) -> bool {
+        self.refused > 0 && self.received == 0
     }
 
     /// Warnings worth a line of their own.
     pub fn warnings(&self, not_replies: u64) -> Vec<String> {
         let mut w = Vec::new();
         if self.fell_behind() {
+            let unsent = if self.unsent > 0 {
+                format!(
+                    "; it stopped at the end of --duration with {} scheduled packets unsent",
+                    self.unsent
+                )
+            } else {
+                String::new()
+            };
             w.push(format!(
-                "the sender fell behind: asked {} pkt/s, sent {:.0} pkt/s (up to {:.3} ms late); \
+                "the sender fell behind: asked {} pkt/s, sent {:.0} pkt/s (up to {:.3} ms late){unsent}; \
                  corrected latencies include that delay",
                 self.rate_requested.unwrap_or(0),
                 self.send_rate,
@@ -217,6 +250,24 @@ impl Report {
                 rate
             ));
         }
+        if self.skipped_slots > 0 {
+            w.push(format!(
+                "{} slots went by while a flow waited for a late echo (the server stalled); \
+                 corrected latencies include the wait",
+                self.skipped_slots
+            ));
+        }
+        if self.refused > 0 {
+            let what = if self.no_server() {
+                "no server at"
+            } else {
+                "some packets were refused by"
+            };
+            w.push(format!(
+                "{what} {} (ICMP port unreachable, {} times)",
+                self.target, self.refused
+            ));
+        }
         if not_replies > 0 {
             w.push(format!(
                 "{not_replies} replies still had sockperf's CLIENT flag set: the target echoes \
@@ -227,93 +278,6 @@ impl Report {
             w.push("interrupted: results cover the part that ran".to_string());
         }
         w
-    }
-}
-
-fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = if self.target_arg == self.target {
-            self.target.clone()
-        } else {
-            format!("{} ({})", self.target_arg, self.target)
-        };
-        writeln!(f, "Statistics:")?;
-        writeln!(f)?;
-        writeln!(f, "  Target:             {target}")?;
-        writeln!(
-            f,
-            "  Load:               {} mode, {} protocol, {} flow{} on {} thread{}, {}-byte datagrams",
-            self.mode,
-            self.protocol,
-            self.flows,
-            if self.flows == 1 { "" } else { "s" },
-            self.threads,
-            if self.threads == 1 { "" } else { "s" },
-            self.size
-        )?;
-        writeln!(
-            f,
-            "  Duration:           {:.3} s (after {:.3} s of warm-up)",
-            self.duration_s, self.warmup_s
-        )?;
-        writeln!(f, "  Packets sent:       {}", self.sent)?;
-        writeln!(
-            f,
-            "  Packets received:   {} ({:.3}%)",
-            self.received,
-            pct(self.received, self.sent)
-        )?;
-        writeln!(
-            f,
-            "  Packets lost:       {} ({:.3}%)",
-            self.lost, self.loss_pct
-        )?;
-        writeln!(f, "  Duplicates:         {}", self.duplicates)?;
-        writeln!(f, "  Reordered:          {}", self.reordered)?;
-        writeln!(f, "  Corrupted:          {}", self.corrupted)?;
-        writeln!(f, "  Foreign:            {}", self.foreign)?;
-        for (name, v) in [
-            ("Late (too old):     ", self.late),
-            ("Timed out:          ", self.timeouts),
-            ("Send errors:        ", self.send_errors),
-            ("Send retries:       ", self.send_retries),
-        ] {
-            if v > 0 {
-                writeln!(f, "  {name}{v}")?;
-            }
-        }
-        match self.rate_requested {
-            Some(r) => writeln!(f, "  Rate asked:         {r} pkt/s ({})", self.pacing)?,
-            None => writeln!(
-                f,
-                "  Rate asked:         none (back_to_back: next packet as soon as the echo arrives)"
-            )?,
-        }
-        writeln!(
-            f,
-            "  Send rate:          {:.1} pkt/s (at most {:.1} us behind schedule)",
-            self.send_rate, self.behind_max_us
-        )?;
-        writeln!(f, "  Echo rate:          {:.1} pkt/s", self.echo_rate)?;
-        writeln!(f)?;
-        let block = if self.corrected_applicable {
-            text_block(&[
-                ("corrected", self.latency_us),
-                ("uncorrected", self.latency_uncorrected_us),
-            ])
-        } else {
-            text_block(&[("uncorrected", self.latency_uncorrected_us)])
-        };
-        write!(f, "{block}")?;
-        writeln!(f, "  note: {}", self.latency_note)
     }
 }
 

@@ -171,9 +171,20 @@ pub fn run(cfg: Config) -> io::Result<()> {
     if let Some(w) = hlog {
         w.finish()?;
     }
-    match hlog_error {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if let Some(e) = hlog_error {
+        return Err(e);
+    }
+    if report.no_server() {
+        // Not a measurement of a server: a run-time failure (exit 1).
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "no server at {} (ICMP port unreachable): nothing answered",
+                cfg.target
+            ),
+        ))
+    } else {
+        Ok(())
     }
 }
 

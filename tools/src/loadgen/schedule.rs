@@ -43,6 +43,35 @@ impl Schedule {
         (span * u128::from(rate)).div_ceil(NS_PER_SEC) as u64
     }
 
+    /// Index of the first measured packet (0 back to back).
+    pub fn first_measured_index(&self) -> u64 {
+        match self.rate {
+            Some(rate) => {
+                (u128::from(self.warmup_ns) * u128::from(rate)).div_ceil(NS_PER_SEC) as u64
+            }
+            None => 0,
+        }
+    }
+
+    /// How many measured packets of `flow` have a sequence number of at
+    /// least `next_seq`: what is left of the flow's schedule.
+    pub fn measured_left(&self, flow: u32, next_seq: u64) -> u64 {
+        let flows = u64::from(self.flows);
+        let id = u64::from(flow);
+        let total = self.total_packets();
+        // Sequence numbers s with first <= s * flows + id < total.
+        let end = if total > id {
+            (total - id).div_ceil(flows)
+        } else {
+            0
+        };
+        let first = self
+            .first_measured_index()
+            .saturating_sub(id)
+            .div_ceil(flows);
+        end.saturating_sub(next_seq.max(first))
+    }
+
     /// When packet `i` is due (back to back: at the start).
     pub fn intended_ns(&self, i: u64) -> u64 {
         match self.rate {
@@ -120,6 +149,20 @@ mod tests {
         assert_eq!(s.index(1, 2), 9);
         assert_eq!(s.flow_interval_ns(), 40_000_000);
         assert_eq!(s.intended_ns(100), 1_000 + 1_000_000_000);
+    }
+
+    #[test]
+    fn what_is_left_counts_measured_packets_only() {
+        let s = sched(10, 3, 250_000_000, 1_000_000_000);
+        // 12.5 -> 13 packets in all, 0..=2 warm-up; flow 1 has 1, 4, 7, 10.
+        assert_eq!(s.total_packets(), 13);
+        assert_eq!(s.first_measured_index(), 3);
+        let all: u64 = (0..3).map(|f| s.measured_left(f, 0)).sum();
+        assert_eq!(all, 10);
+        assert_eq!(s.measured_left(1, 0), 3);
+        assert_eq!(s.measured_left(1, 3), 1);
+        assert_eq!(s.measured_left(1, 4), 0);
+        assert_eq!(s.measured_left(0, 9), 0);
     }
 
     #[test]

@@ -87,6 +87,26 @@ impl Tally {
         self.total.send_retries += 1;
     }
 
+    /// `n` measured packets will never be sent: `--duration` ended first.
+    pub fn unsent(&mut self, n: u64) {
+        self.total.unsent += n;
+    }
+
+    /// A paced pingpong slot (intended at `intended_ns`) went by while its
+    /// flow was still waiting for an echo.
+    pub fn skipped_slot(&mut self, intended_ns: u64) {
+        if self.sched.is_measured(intended_ns) {
+            self.total.skipped_slots += 1;
+        }
+    }
+
+    /// An ICMP port unreachable came back (ECONNREFUSED) at `now_ns`.
+    pub fn refused(&mut self, now_ns: u64) {
+        if now_ns >= self.sched.measure_start_ns() {
+            self.total.refused += 1;
+        }
+    }
+
     /// A pingpong packet timed out.
     pub fn timed_out(&mut self, intended_ns: u64) {
         if self.sched.is_measured(intended_ns) {

@@ -32,8 +32,9 @@ use crate::tally::{Tally, ThreadResult};
 use crate::tick::Tick;
 
 mod pingpong;
+mod rate;
 
-use pingpong::next_ready_ns;
+use pingpong::released;
 
 /// `recvmmsg` calls per readable socket before going back to sending.
 const RECV_CALLS_PER_TURN: usize = 4;
@@ -223,48 +224,6 @@ impl Worker {
         }
     }
 
-    /// Sends every rate-mode packet due by `now` (bounded per turn); true
-    /// once the schedule is exhausted.
-    fn send_rate_due(&mut self, now: u64) -> io::Result<bool> {
-        let budget = self.batch * self.flows.len();
-        let mut done = 0;
-        while done < budget {
-            self.due.clear();
-            while self.due.len() < self.batch {
-                let i = self.next_index();
-                if i >= self.total {
-                    break;
-                }
-                let intended_ns = self.sched.intended_ns(i);
-                if intended_ns > now {
-                    break;
-                }
-                self.due.push(Due {
-                    local: self.pos,
-                    seq: self.round,
-                    intended_ns,
-                    sent: false,
-                });
-                self.pos += 1;
-                if self.pos == self.flows.len() {
-                    self.pos = 0;
-                    self.round += 1;
-                }
-            }
-            if self.due.is_empty() {
-                break;
-            }
-            done += self.due.len();
-            self.transmit()?;
-        }
-        Ok(self.next_index() >= self.total)
-    }
-
-    /// Global index of the next rate-mode packet.
-    fn next_index(&self) -> u64 {
-        self.sched.index(self.flows[self.pos].id, self.round)
-    }
-
     /// When the thread next has something to send (or to time out).
     fn next_due_ns(&self) -> u64 {
         match self.mode {
@@ -340,6 +299,18 @@ impl Worker {
                     k += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    // An earlier datagram met ICMP port unreachable; the
+                    // error is now cleared and this one was not sent: retry.
+                    self.tally.refused(now_monotonic_ns());
+                    retries += 1;
+                    if retries > MAX_SEND_RETRIES {
+                        for _ in k..end {
+                            self.tally.send_failed();
+                        }
+                        return Ok(());
+                    }
+                }
                 Err(e)
                     if e.kind() == io::ErrorKind::WouldBlock
                         || e.raw_os_error() == Some(libc::ENOBUFS) =>
@@ -378,12 +349,20 @@ impl Worker {
             }
             let fd = self.pollfds[k].fd;
             for _ in 0..RECV_CALLS_PER_TURN {
-                let n = self.recv.recv(fd).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("receive failed on flow {}: {e}", self.flows[k].id),
-                    )
-                })?;
+                let n = match self.recv.recv(fd) {
+                    Ok(n) => n,
+                    Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                        // ICMP port unreachable for an earlier datagram.
+                        self.tally.refused(now_monotonic_ns());
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("receive failed on flow {}: {e}", self.flows[k].id),
+                        ))
+                    }
+                };
                 if n == 0 {
                     break;
                 }
@@ -415,8 +394,7 @@ impl Worker {
         let arrival = f.window.record(p.seq);
         self.tally.reply(&p, arrival, now);
         if f.outstanding.is_some_and(|o| o.seq == p.seq) {
-            f.outstanding = None;
-            f.ready_ns = next_ready_ns(&self.sched, f.last_intended_ns, now);
+            released(&self.sched, &mut self.tally, f, now);
         }
     }
 

@@ -5,15 +5,19 @@
 //! intended for the flow's next slot even when that slot passed while the
 //! flow waited for an echo; it then goes at once and its corrected latency
 //! includes the wait (the wrk2 model). Paced sending stops at the end of
-//! `--duration` even if slots are still due.
+//! `--duration` even if slots are still due: those are counted `unsent`.
+//! A packet whose slot went by while its flow was still waiting for the
+//! previous echo (or its time-out) counts as a skipped slot, so a stall of
+//! the server shows in the report as a count too.
 
 use std::io;
 
 use udp_packet_pool::io::now_monotonic_ns;
 
 use super::{Due, Worker};
-use crate::flow::Outstanding;
+use crate::flow::{Flow, Outstanding};
 use crate::schedule::Schedule;
+use crate::tally::Tally;
 
 impl Worker {
     /// Pingpong: gives up timed-out packets, sends the next packet of every
@@ -30,14 +34,16 @@ impl Worker {
                     continue;
                 }
                 self.tally.timed_out(f.last_intended_ns);
-                f.outstanding = None;
-                f.ready_ns = next_ready_ns(&self.sched, f.last_intended_ns, now);
+                released(&self.sched, &mut self.tally, f, now);
             }
             if f.ready_ns >= end {
                 continue;
             }
             if now >= end {
                 // Paced and behind at the end: what is still due is not sent.
+                if spacing > 0 && self.sched.is_measured(f.ready_ns) {
+                    self.tally.unsent((end - f.ready_ns).div_ceil(spacing));
+                }
                 f.ready_ns = end;
                 continue;
             }
@@ -82,6 +88,17 @@ impl Worker {
             })
             .min()
             .unwrap_or(u64::MAX)
+    }
+}
+
+/// Pingpong: flow `f`'s packet in flight was answered or given up at
+/// `now`; its next packet may go. Paced, if that packet's slot already went
+/// by while the flow waited, the slot counts as skipped (a stall).
+pub(super) fn released(sched: &Schedule, tally: &mut Tally, f: &mut Flow, now: u64) {
+    f.outstanding = None;
+    f.ready_ns = next_ready_ns(sched, f.last_intended_ns, now);
+    if !sched.back_to_back() && f.ready_ns < now && f.ready_ns < sched.end_ns() {
+        tally.skipped_slot(f.ready_ns);
     }
 }
 
