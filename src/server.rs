@@ -127,6 +127,7 @@ pub fn start_with(
             "threads, pool size, batch and packet size must all be at least 1",
         ));
     }
+    check_memory(cfg)?;
     let sockets = socket::bind_workers(cfg.bind, cfg.threads, cfg.reuseport, cfg.buffers)?;
     let local_addr = sockets[0].local_addr()?;
     // The metrics thread reads each distinct socket's drop counter through
@@ -347,5 +348,55 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "(no message)".into()
+    }
+}
+
+/// Bytes a configuration allocates at start: every worker's pool (slab,
+/// metadata, free list, send-backlog queue) and the rate table. `None`
+/// when it does not even fit in a `usize`.
+pub fn memory_needed(cfg: &ServerConfig) -> Option<u64> {
+    let per_buffer = (cfg.packet_size as u64)
+        .checked_add(std::mem::size_of::<crate::packet::PacketMeta>() as u64)?
+        .checked_add(4 + 8)?; // free-list index, backlog slot
+    let pools = (cfg.threads as u64)
+        .checked_mul(cfg.pool_size as u64)?
+        .checked_mul(per_buffer)?;
+    let table = cfg.guard.rate.map_or(0, |r| {
+        (r.table_size.clamp(1, 1 << 30).next_power_of_two() as u64) * 8
+    });
+    pools.checked_add(table)
+}
+
+/// `MemAvailable` from `/proc/meminfo`, bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses, before allocating anything, a configuration that needs more
+/// memory than the machine has available (it would be killed by the OOM
+/// killer with nothing said).
+fn check_memory(cfg: &ServerConfig) -> io::Result<()> {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let need = memory_needed(cfg);
+    let avail = mem_available();
+    match (need, avail) {
+        (Some(n), Some(a)) if n <= a => Ok(()),
+        (Some(n), None) if n <= usize::MAX as u64 / 2 => Ok(()),
+        (need, avail) => Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "not enough memory: {} workers x --pool-size {} x (--packet-size {} + {} bytes of bookkeeping){} need {} but {} available; lower --pool-size, --packet-size or --threads",
+                cfg.threads,
+                cfg.pool_size,
+                cfg.packet_size,
+                std::mem::size_of::<crate::packet::PacketMeta>() + 12,
+                if cfg.guard.rate.is_some() { " + the rate table" } else { "" },
+                need.map_or("more than this machine can address".to_string(), |n| format!("{:.1} MiB", mib(n))),
+                avail.map_or("an unknown amount is".to_string(), |a| format!("only {:.1} MiB are", mib(a))),
+            ),
+        )),
     }
 }

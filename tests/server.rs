@@ -402,3 +402,19 @@ fn stats_interval_out_of_range_is_a_usage_error_naming_the_range() {
         assert_eq!(f.status.code(), Some(0), "{v}: {}", f.stderr);
     }
 }
+
+#[test]
+fn a_configuration_larger_than_memory_is_refused_before_allocating() {
+    let out = std::process::Command::new(server_bin())
+        .args(["--port", "0", "--bind", "127.0.0.1", "--threads", "1024"])
+        .args(["--pool-size", "10000000", "--stats-interval", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not enough memory") && err.contains("MiB"),
+        "{err}"
+    );
+    assert!(err.contains("--pool-size"), "{err}");
+}

@@ -307,7 +307,7 @@ fn run() -> u8 {
         }
     };
     stderr::line(format_args!(
-        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, {} replies; {})",
+        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, memory {:.1} MiB, {} replies; {})",
         handle.local_addr(),
         cfg.threads,
         if cfg.reuseport {
@@ -321,6 +321,7 @@ fn run() -> u8 {
         cfg.batch,
         cfg.io,
         handle.recv_buffer(),
+        server::memory_needed(&cfg).unwrap_or(0) as f64 / (1024.0 * 1024.0),
         if sockperf { "sockperf" } else { "byte-exact echo" },
         guards_summary(&cfg.guard)
     ));
