@@ -305,3 +305,54 @@ fn forged_sources_are_refused() {
     assert_eq!(r["drops"]["bad_source_port"], 1, "{r}");
     assert_eq!(r["tx_packets"], 0, "{r}");
 }
+
+/// Two instances of this server on unprivileged ports, aimed at each other
+/// by one forged datagram (source = B, sent to A): the loop breaker stops
+/// the bouncing after its streak; without it they would answer each other
+/// forever (tens of thousands a second).
+#[test]
+fn two_echo_servers_aimed_at_each_other_stop() {
+    if !prerequisite(is_root(), "REQUIRE_NETNS", "root (raw sockets)") {
+        return;
+    }
+    let a = ServerProc::start(&["--json"]);
+    let b = ServerProc::start(&["--json"]);
+    let v4 = |s: &ServerProc| match s.addr {
+        std::net::SocketAddr::V4(x) => x,
+        _ => unreachable!("the test servers bind 127.0.0.1"),
+    };
+    let (aa, ba) = (v4(&a), v4(&b));
+    let raw = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("raw socket");
+    let to: socket2::SockAddr = std::net::SocketAddr::V4(aa).into();
+    raw.send_to(&forged(ba, aa, b"ping-pong forever?"), &to)
+        .unwrap();
+    thread::sleep(Duration::from_millis(500));
+    let ra = json(&a.stop().stdout);
+    let rb = json(&b.stop().stdout);
+    assert_reconciled(&ra);
+    assert_reconciled(&rb);
+    let bounces = ra["rx_packets"].as_u64().unwrap() + rb["rx_packets"].as_u64().unwrap();
+    let cut = ra["drops"]["loop"].as_u64().unwrap() + rb["drops"]["loop"].as_u64().unwrap();
+    eprintln!("two echo servers: {bounces} datagrams received in all, {cut} dropped as loop");
+    assert_eq!(cut, 1, "one side cut the loop: {ra} {rb}");
+    assert!(bounces < 200, "{bounces} bounces: the loop was not broken");
+}
+
+/// A client repeating one payload (like ping) is never taken for a loop.
+#[test]
+fn a_client_repeating_one_payload_is_answered() {
+    let srv = ServerProc::start(&["--json"]);
+    let c = client_socket(srv.addr);
+    for _ in 0..100 {
+        assert_eq!(echo(&c, srv.addr, b"same every time"), b"same every time");
+        thread::sleep(Duration::from_millis(2));
+    }
+    let r = json(&srv.stop().stdout);
+    assert_eq!(r["drops"]["loop"], 0, "{r}");
+    assert_eq!(r["tx_packets"], 100);
+}
