@@ -174,7 +174,7 @@ impl SendBacklog {
                         // Possibly a pending ICMP error of another peer's
                         // (IP_RECVERR): read it off and try once more.
                         retried = true;
-                        io::drain_error_queue(fd, 64);
+                        io::drain_error_queue(fd, 64, |e| counters.icmp_errors.count(e));
                         continue;
                     }
                     retried = false;

@@ -114,6 +114,10 @@ pub struct Counters {
     /// Failed receive calls (not datagrams), by errno. `EINTR` is retried
     /// and a receive timeout is idleness; neither is counted.
     pub recv_errors: ErrnoTable,
+    /// ICMP (and local) errors the kernel queued for the socket, by errno,
+    /// read from its error queue (`IP_RECVERR`): e.g. `ECONNREFUSED` when
+    /// an echo went to a port nobody listens on any more.
+    pub icmp_errors: ErrnoTable,
     /// Latency samples lost because the metrics channel was full.
     pub samples_dropped: u64,
     /// The socket's kernel drop counter (`SO_RXQ_OVFL`), when reported.
@@ -191,6 +195,7 @@ impl Counters {
         self.spurious_wakeups += o.spurious_wakeups;
         self.sleeps += o.sleeps;
         self.recv_errors.merge(&o.recv_errors);
+        self.icmp_errors.merge(&o.icmp_errors);
         self.samples_dropped += o.samples_dropped;
         self.pool.capacity += o.pool.capacity;
         self.pool.in_use += o.pool.in_use;

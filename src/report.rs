@@ -88,6 +88,9 @@ pub struct Report {
     pub backlog: usize,
     /// Failed receive calls, by errno name.
     pub recv_errors: BTreeMap<String, u64>,
+    /// ICMP errors read from the sockets' error queues, by errno name (one
+    /// per ICMP message, e.g. `ECONNREFUSED` for port unreachable).
+    pub icmp_errors: BTreeMap<String, u64>,
     /// Datagrams the kernel dropped for the server's sockets before the
     /// server saw them: the sockets' own counters (`SO_MEMINFO`, the
     /// `drops` column of `/proc/net/udp`), read when the report is made.
@@ -208,6 +211,14 @@ impl Report {
         if total.recv_errors.overflow > 0 {
             recv_errors.insert("other".into(), total.recv_errors.overflow);
         }
+        let mut icmp_errors: BTreeMap<String, u64> = total
+            .icmp_errors
+            .iter()
+            .map(|(e, n)| (errno_name(e), n))
+            .collect();
+        if total.icmp_errors.overflow > 0 {
+            icmp_errors.insert("other".into(), total.icmp_errors.overflow);
+        }
         let workers: Vec<WorkerReport> = per_worker
             .iter()
             .enumerate()
@@ -231,6 +242,7 @@ impl Report {
             send_stalls,
             backlog: total.backlog,
             recv_errors,
+            icmp_errors,
             kernel_drops: snap.kernel_drops,
             kernel_drops_rxq_ovfl: snap.rxq_ovfl,
             reached_socket: total.rx_packets + snap.kernel_drops,
@@ -331,6 +343,7 @@ impl fmt::Display for Report {
             self.backlog
         )?;
         writeln!(f, "recv errors   {}", nonzero(&self.recv_errors))?;
+        writeln!(f, "icmp errors   {}", nonzero(&self.icmp_errors))?;
         if !self.rate_limited_top.is_empty() {
             let top: Vec<String> = self
                 .rate_limited_top

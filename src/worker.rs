@@ -319,7 +319,8 @@ impl Worker {
         if idle_timeout || now.saturating_sub(self.last_flush_ns) >= FLUSH_NS {
             self.samples.flush();
             self.last_flush_ns = now;
-            io::drain_error_queue(self.fd, 64);
+            let icmp = &mut self.counters.icmp_errors;
+            io::drain_error_queue(self.fd, 64, |e| icmp.count(e));
             self.counters.sleeps = io::thread_voluntary_switches();
         }
         self.publish(false);
@@ -343,7 +344,8 @@ impl Worker {
             )),
             Some(errno) => {
                 self.counters.recv_errors.count(errno);
-                io::drain_error_queue(self.fd, 64);
+                let icmp = &mut self.counters.icmp_errors;
+                io::drain_error_queue(self.fd, 64, |e| icmp.count(e));
                 if errno == libc::ENOMEM || errno == libc::ENOBUFS {
                     std::thread::sleep(Duration::from_millis(1));
                 }

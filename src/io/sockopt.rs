@@ -109,10 +109,14 @@ pub fn socket_drops(fd: RawFd) -> io::Result<u32> {
 }
 
 /// Empties the socket's error queue (`MSG_ERRQUEUE`), at most `max`
-/// entries; returns how many were read. Each entry holds an ICMP error (or
-/// a local one) the kernel queued because [`enable_recverr`] is on; left
-/// there, they would count against the receive buffer.
-pub fn drain_error_queue(fd: RawFd, max: usize) -> usize {
+/// entries, passing each entry's errno (from its `IP_RECVERR` /
+/// `IPV6_RECVERR` `sock_extended_err`) to `on_error`; returns how many were
+/// read. Each entry holds an ICMP error (or a local one) the kernel queued
+/// because [`enable_recverr`] is on; left there, they would count against
+/// the receive buffer. Reading one also clears the socket's pending error,
+/// so the errors are counted here, where none can be missed.
+#[allow(clippy::unnecessary_cast)]
+pub fn drain_error_queue(fd: RawFd, max: usize, mut on_error: impl FnMut(i32)) -> usize {
     let mut data = [0u8; 64];
     let mut control = [0u64; 32];
     let mut name = super::addr::zeroed_storage();
@@ -139,6 +143,23 @@ pub fn drain_error_queue(fd: RawFd, max: usize) -> usize {
         )) {
             Ok(_) => n += 1,
             Err(_) => break,
+        }
+        // SAFETY: the kernel filled `msg`'s control buffer with well-formed
+        // cmsgs of `msg_controllen` bytes; the CMSG_* macros stay inside it
+        // and the data read is unaligned-safe.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                let lt = ((*c).cmsg_level, (*c).cmsg_type);
+                if lt == (libc::IPPROTO_IP, libc::IP_RECVERR)
+                    || lt == (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+                {
+                    let e: libc::sock_extended_err =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    on_error(e.ee_errno as i32);
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
         }
     }
     n
@@ -200,7 +221,12 @@ mod tests {
         server.send_to(b"x", dead).unwrap();
         // The ICMP port unreachable arrives synchronously on loopback.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(drain_error_queue(server.as_raw_fd(), 8), 1);
-        assert_eq!(drain_error_queue(server.as_raw_fd(), 8), 0);
+        let mut seen = Vec::new();
+        assert_eq!(
+            drain_error_queue(server.as_raw_fd(), 8, |e| seen.push(e)),
+            1
+        );
+        assert_eq!(seen, [libc::ECONNREFUSED]);
+        assert_eq!(drain_error_queue(server.as_raw_fd(), 8, |_| {}), 0);
     }
 }
