@@ -83,6 +83,10 @@ impl std::fmt::Display for Prefix {
     }
 }
 
+/// Receive timestamps of one prefix decided out of order by different
+/// workers are tolerated up to this far apart, in microseconds.
+const REORDER_SLACK_US: u64 = 100;
+
 /// Bits of a bucket that hold the TAT (the rest hold the tag).
 const TAT_BITS: u32 = 48;
 const TAT_MASK: u64 = (1 << TAT_BITS) - 1;
@@ -126,7 +130,12 @@ impl RateTable {
             hasher: RandomState::new(),
             epoch_ns,
             interval_us,
-            tolerance_us: interval_us.saturating_mul(cfg.burst.max(1) - 1),
+            // Workers sharing a socket may decide two datagrams of one
+            // prefix out of their arrival order; up to REORDER_SLACK_US of
+            // that is tolerated (less than one interval, so never an extra
+            // datagram in a burst).
+            tolerance_us: interval_us.saturating_mul(cfg.burst.max(1) - 1)
+                + REORDER_SLACK_US.min(interval_us - 1),
             cfg,
         }
     }
@@ -338,6 +347,16 @@ mod tests {
             t.prefix("2001:db8:1:2ff::1".parse().unwrap()).to_string(),
             "2001:db8:1:200::/56"
         );
+    }
+
+    #[test]
+    fn a_burst_decided_out_of_arrival_order_is_still_whole() {
+        let t = table(2, 2, 64);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        // The second datagram (arrived 3 us later) is decided first.
+        assert!(t.allow(ip, 1_000_003_000));
+        assert!(t.allow(ip, 1_000_000_000), "out of order by 3 us");
+        assert!(!t.allow(ip, 1_000_004_000), "but no third");
     }
 
     #[test]
