@@ -7,11 +7,10 @@
 //! Loopback only, ephemeral ports, bounded waits; no timing is asserted
 //! beyond a generous guard. The tests run one at a time (a lock).
 
-use std::io::Read;
 use std::net::UdpSocket;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
-use std::thread;
+
 use std::time::Duration;
 
 mod util;
@@ -31,31 +30,10 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// Runs `loadgen ARGS`, killing it (and failing) after `limit`.
 fn loadgen_within(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn loadgen");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let o = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let e = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let status = util::wait_bounded(&mut child, limit);
-    Output {
-        status,
-        stdout: o.join().unwrap(),
-        stderr: e.join().unwrap(),
-    }
+    util::run_loadgen_within(
+        Command::new(env!("CARGO_BIN_EXE_loadgen")).args(args),
+        limit,
+    )
 }
 
 fn text(b: &[u8]) -> String {

@@ -5,11 +5,7 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::{Child, Command, Stdio};
 
 use util::*;
 
@@ -18,29 +14,6 @@ use util::*;
 const DATAGRAMS: usize = 6000;
 /// Sent before waiting for their echoes (well within the socket buffers).
 const WINDOW: usize = 50;
-
-/// Reads the server's stderr up to its `listening on` line (bounded), then
-/// hands the pipe back unread so it fills up.
-fn listening_addr(err: ChildStderr) -> (SocketAddr, BufReader<ChildStderr>) {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut r = BufReader::new(err);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return; // closed: the receiver sees the sender dropped
-            }
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                let _ = tx.send((addr, r));
-                return;
-            }
-        }
-    });
-    rx.recv_timeout(GUARD)
-        .expect("server never said 'listening on'")
-}
 
 #[test]
 fn unread_stderr_never_stalls_echoes_and_drops_are_reported() {

@@ -6,11 +6,11 @@
 mod util;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
+
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,29 +36,6 @@ fn spawn(stderr: Stdio, extra: &[&str]) -> Reaped {
         .spawn()
         .expect("spawn server");
     Reaped(child)
-}
-
-/// Reads the server's stderr up to its `listening on` line (bounded) and
-/// hands the pipe back, so the test decides what happens to it next.
-fn listening_addr(err: ChildStderr) -> (SocketAddr, BufReader<ChildStderr>) {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut r = BufReader::new(err);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return; // closed: the receiver sees the sender dropped
-            }
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                let _ = tx.send((addr, r));
-                return;
-            }
-        }
-    });
-    rx.recv_timeout(GUARD)
-        .expect("server never said 'listening on'")
 }
 
 /// Echo traffic for `how_long` (sending SIGHUP every round when `hup`, for

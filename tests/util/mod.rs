@@ -379,6 +379,11 @@ pub fn loadgen(args: &[&str]) -> Output {
 /// Runs a command that runs `loadgen` (e.g. under `ip netns exec`) to
 /// completion, bounded by [`LOADGEN_GUARD`].
 pub fn run_loadgen(cmd: &mut Command) -> Output {
+    run_loadgen_within(cmd, LOADGEN_GUARD)
+}
+
+/// Like [`run_loadgen`], killing it (and failing) after `limit`.
+pub fn run_loadgen_within(cmd: &mut Command, limit: Duration) -> Output {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -397,7 +402,7 @@ pub fn run_loadgen(cmd: &mut Command) -> Output {
         let _ = err.read_to_end(&mut v);
         v
     });
-    let status = wait_bounded(&mut child, LOADGEN_GUARD);
+    let status = wait_bounded(&mut child, limit);
     Output {
         status,
         stdout: o.join().unwrap(),
@@ -468,4 +473,29 @@ pub fn assert_loadgen_consistent(r: &serde_json::Value) {
     let sent = count(r, "sent");
     assert!(sent > 0, "nothing sent: {r}");
     assert_eq!(count(r, "received") + count(r, "lost"), sent, "{r}");
+}
+
+/// Reads a server's stderr up to its `listening on` line (bounded) and
+/// hands the pipe back unread, so the test decides what happens to it next.
+pub fn listening_addr(
+    err: std::process::ChildStderr,
+) -> (SocketAddr, BufReader<std::process::ChildStderr>) {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut r = BufReader::new(err);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return; // closed: the receiver sees the sender dropped
+            }
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                let _ = tx.send((addr, r));
+                return;
+            }
+        }
+    });
+    rx.recv_timeout(GUARD)
+        .expect("server never said 'listening on'")
 }
