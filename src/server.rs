@@ -16,7 +16,6 @@ use crate::backlog::DEFAULT_SEND_DEADLINE;
 use crate::counters::{Counters, SharedCounters};
 use crate::guard::allow::AllowList;
 use crate::guard::dest::DestGuard;
-use crate::guard::loop_breaker::LoopBreaker;
 use crate::guard::rate::{RateConfig, RateLimit, RateTable, TopLimited};
 use crate::guard::source::SourceGuard;
 use crate::logging::{self, LogThread, PacketLog};
@@ -180,8 +179,7 @@ pub fn start_with(
                 local_addr.port(),
                 cfg.guard.allow_privileged_ports,
             ))
-            .with(DestGuard)
-            .with(LoopBreaker::default());
+            .with(DestGuard);
         if !cfg.guard.allow.is_empty() {
             p = p.with(AllowList::new(cfg.guard.allow.clone()));
         }
