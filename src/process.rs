@@ -37,11 +37,14 @@ pub enum DropReason {
     /// Sent to a broadcast or multicast destination, not to one of this
     /// host's unicast addresses.
     BadDest,
+    /// From a peer that keeps bouncing our reply back (a forwarding loop
+    /// with another echo service), while it cools down.
+    Loop,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Truncated,
         DropReason::PoolExhausted,
         DropReason::SockperfNoReply,
@@ -53,6 +56,7 @@ impl DropReason {
         DropReason::NotAllowed,
         DropReason::RateLimited,
         DropReason::BadDest,
+        DropReason::Loop,
     ];
 
     /// Stable snake_case name used in the statistics line and JSON.
@@ -69,6 +73,7 @@ impl DropReason {
             DropReason::NotAllowed => "not_allowed",
             DropReason::RateLimited => "rate_limited",
             DropReason::BadDest => "bad_dest",
+            DropReason::Loop => "loop",
         }
     }
 

@@ -16,6 +16,7 @@ use crate::backlog::DEFAULT_SEND_DEADLINE;
 use crate::counters::{Counters, SharedCounters};
 use crate::guard::allow::AllowList;
 use crate::guard::dest::DestGuard;
+use crate::guard::loop_breaker::{LoopBreaker, LoopProbes};
 use crate::guard::rate::{RateConfig, RateLimit, RateTable, TopLimited};
 use crate::guard::source::SourceGuard;
 use crate::logging::{self, LogThread, PacketLog};
@@ -65,6 +66,8 @@ pub struct ServerConfig {
 pub struct GuardConfig {
     /// Lift the privileged-port rule of the loop guard (`--allow-privileged-ports`).
     pub allow_privileged_ports: bool,
+    /// Turn the loop breaker off (`--no-loop-breaker`).
+    pub no_loop_breaker: bool,
     /// Echo only to these networks (`--allow`); empty: everyone.
     pub allow: Vec<IpNet>,
     /// Per-prefix rate limit (`--rate-limit`); `None`: no limit.
@@ -171,6 +174,7 @@ pub fn start_with(
     } else {
         None
     };
+    let probes = LoopProbes::new(crate::io::now_realtime_ns());
     for (id, (sock, sink)) in sockets.into_iter().zip(sinks).enumerate() {
         let counters = Arc::new(SharedCounters::default());
         shared.push(counters.clone());
@@ -185,6 +189,10 @@ pub fn start_with(
         }
         if let Some((table, top)) = &rate {
             p = p.with(RateLimit::new(table.clone(), top.clone(), id));
+        }
+        // Last of the guards: it must only see datagrams that are answered.
+        if !cfg.guard.no_loop_breaker {
+            p = p.with(LoopBreaker::new(probes.clone()));
         }
         p = p.then(pipeline(id));
         if let Some(log) = &log {

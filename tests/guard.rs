@@ -1,6 +1,8 @@
 //! Protection against hostile sources, through the real `server` binary:
-//! loop protection (a real RFC 862 echo on port 7 aimed at the server, the
-//! server's own port), `--allow`, the per-prefix rate limit with four
+//! loop protection (a real RFC 862 echo on port 7 and an RFC 864 chargen on
+//! port 19 aimed at the server, the server's own port), the loop breaker
+//! (two servers, or the server and an echo on an unprivileged port, aimed
+//! at each other; clients repeating one payload unharmed), `--allow`, the per-prefix rate limit with four
 //! `--reuseport` workers, and amplification of exactly 1 in every reply mode.
 //! Loopback only (127.0.0.0/8 is all local); bounded durations.
 
@@ -14,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use util::*;
 
-/// An RFC 862 echo service on `addr` (a thread), counting what it answers.
+/// An RFC 862 echo service on `addr` (a thread), counting what it answers;
+/// or, with `chargen`, an RFC 864 character generator (each answer the
+/// next line of the rotating pattern, whatever was received).
 struct Responder {
     count: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -23,7 +27,7 @@ struct Responder {
 }
 
 impl Responder {
-    fn start(addr: &str) -> Responder {
+    fn spawn(addr: &str, chargen: bool) -> Responder {
         let sock = UdpSocket::bind(addr).expect("bind responder");
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
@@ -34,10 +38,20 @@ impl Responder {
         let (c, s, r) = (count.clone(), stop.clone(), sock.try_clone().unwrap());
         let t = thread::spawn(move || {
             let mut buf = [0u8; 2048];
+            let mut line = 0usize;
             while !s.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = r.recv_from(&mut buf) {
                     c.fetch_add(1, Ordering::Relaxed);
-                    let _ = r.send_to(&buf[..n], from);
+                    if chargen {
+                        // 72 printable characters from offset `line`, CRLF.
+                        let mut out: Vec<u8> =
+                            (0..72).map(|i| b' ' + ((line + i) % 95) as u8).collect();
+                        out.extend_from_slice(b"\r\n");
+                        line += 1;
+                        let _ = r.send_to(&out, from);
+                    } else {
+                        let _ = r.send_to(&buf[..n], from);
+                    }
                 }
             }
         });
@@ -59,35 +73,45 @@ impl Drop for Responder {
     }
 }
 
-/// One datagram from a real echo service on port 7 to the server: with the
-/// loop guard the server refuses it; with it lifted, echo and server answer
-/// each other until stopped (the CVE-1999-0103 loop).
+/// One datagram from a real echo service on port 7 (or chargen on 19) to
+/// the server: with the loop guard the server refuses it. With the guard
+/// lifted, an echo on port 7 is cut off by the loop breaker; with that off
+/// too, echo and server answer each other until stopped (the CVE-1999-0103
+/// loop). Chargen answers with a new line every time, which the loop
+/// breaker does not catch: the port rule is what stops it.
 #[test]
 fn a_service_port_cannot_start_a_loop() {
-    if !prerequisite(is_root(), "REQUIRE_NETNS", "root (to bind port 7)") {
+    if !prerequisite(is_root(), "REQUIRE_NETNS", "root (to bind ports 7 and 19)") {
         return;
     }
-    for (lifted, args) in [
-        (false, vec!["--json"]),
-        (true, vec!["--json", "--allow-privileged-ports"]),
+    let lifted = ["--json", "--allow-privileged-ports"];
+    let unguarded = ["--json", "--allow-privileged-ports", "--no-loop-breaker"];
+    for (service, chargen, args) in [
+        ("127.0.0.7:7", false, &["--json"][..]),
+        ("127.0.0.19:19", true, &["--json"][..]),
+        ("127.0.0.7:7", false, &lifted[..]),
+        ("127.0.0.7:7", false, &unguarded[..]),
+        ("127.0.0.19:19", true, &lifted[..]),
     ] {
-        let srv = ServerProc::start(&args);
-        let echo7 = Responder::start("127.0.0.7:7");
-        echo7
-            .sock
-            .send_to(b"one forged datagram", srv.addr)
-            .unwrap();
+        let srv = ServerProc::start(args);
+        let svc = Responder::spawn(service, chargen);
+        svc.sock.send_to(b"one forged datagram", srv.addr).unwrap();
         thread::sleep(Duration::from_millis(300));
-        let answered = echo7.count.load(Ordering::Relaxed);
-        drop(echo7);
+        let answered = svc.count.load(Ordering::Relaxed);
+        drop(svc);
         let r = json(&srv.stop().stdout);
         assert_reconciled(&r);
-        if lifted {
-            assert!(answered > 10, "no loop without the guard? {answered} {r}");
-        } else {
-            assert_eq!(answered, 0, "the server answered port 7: {r}");
-            assert_eq!(r["drops"]["bad_source_port"], 1, "{r}");
+        let what = format!("{service} with {args:?}: {answered} answered by the service; {r}");
+        eprintln!("{what}");
+        if args.len() == 1 {
+            assert_eq!(answered, 0, "the server answered a service port: {what}");
+            assert_eq!(r["drops"]["bad_source_port"], 1, "{what}");
             assert_eq!(r["tx_packets"], 0);
+        } else if args == lifted && !chargen {
+            assert!(r["drops"]["loop"].as_u64().unwrap() >= 1, "{what}");
+            assert!(answered < 1000, "the loop breaker did not stop it: {what}");
+        } else {
+            assert!(answered > 1000, "no loop without the guards? {what}");
         }
     }
 }
@@ -304,4 +328,117 @@ fn forged_sources_are_refused() {
     assert_eq!(r["drops"]["bad_source_addr"], 3, "{r}");
     assert_eq!(r["drops"]["bad_source_port"], 1, "{r}");
     assert_eq!(r["tx_packets"], 0, "{r}");
+}
+
+/// Sends one datagram to `a` with `b`'s address as its source (root).
+fn forge_to(a: std::net::SocketAddr, b: std::net::SocketAddr, payload: &[u8]) {
+    let v4 = |s: std::net::SocketAddr| match s {
+        std::net::SocketAddr::V4(x) => x,
+        _ => unreachable!("the test servers bind 127.0.0.1"),
+    };
+    let raw = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .expect("raw socket");
+    raw.send_to(&forged(v4(b), v4(a), payload), &a.into())
+        .unwrap();
+}
+
+/// Two instances of this server on unprivileged ports, aimed at each other
+/// by forged datagrams (source = B, sent to A): one, or 1,000 of 1,400
+/// bytes bouncing at once. The loop breaker stops the bouncing within
+/// milliseconds; with it off (both sides) they answer each other until
+/// stopped.
+#[test]
+fn two_echo_servers_aimed_at_each_other_stop() {
+    if !prerequisite(is_root(), "REQUIRE_NETNS", "root (raw sockets)") {
+        return;
+    }
+    for (breaker, chains) in [(true, 1), (true, 1000), (false, 1)] {
+        let args: &[&str] = if breaker {
+            &["--json"]
+        } else {
+            &["--json", "--no-loop-breaker"]
+        };
+        let a = ServerProc::start(args);
+        let b = ServerProc::start(args);
+        for _ in 0..chains {
+            forge_to(
+                a.addr,
+                b.addr,
+                &[b'x'; 1400][..if chains == 1 { 18 } else { 1400 }],
+            );
+        }
+        // Long enough that a loop still running would be far past the bound.
+        thread::sleep(Duration::from_millis(if chains == 1 { 500 } else { 1500 }));
+        let ra = json(&a.stop().stdout);
+        let rb = json(&b.stop().stdout);
+        assert_reconciled(&ra);
+        assert_reconciled(&rb);
+        let n = |r: &serde_json::Value, k: &str| r[k].as_u64().unwrap();
+        let bounces = n(&ra, "rx_packets") + n(&rb, "rx_packets");
+        let cut = n(&ra["drops"], "loop") + n(&rb["drops"], "loop");
+        eprintln!(
+            "loop breaker {breaker}, {chains} forged: {bounces} datagrams received in all, \
+             {cut} dropped as loop"
+        );
+        if breaker {
+            assert!(cut >= 1, "nobody cut the loop: {ra} {rb}");
+            let bound = 1000 + 40 * chains;
+            assert!(
+                bounces < bound,
+                "{bounces} bounces: the loop was not broken"
+            );
+        } else {
+            assert_eq!(cut, 0);
+            assert!(
+                bounces > 5000,
+                "{bounces} bounces: no loop without the breaker?"
+            );
+        }
+    }
+}
+
+/// Clients that send one payload over and over are answered: like ping
+/// (waiting for each reply), and in bursts of 40 copies every 10 ms (the
+/// backpressure test's client). A steady flood of copies, each sent right
+/// after the previous answer, loses at most one 10 ms probe per worker.
+#[test]
+fn clients_repeating_one_payload_are_answered() {
+    let srv = ServerProc::start(&["--json"]);
+    let c = client_socket(srv.addr);
+    for _ in 0..100 {
+        assert_eq!(echo(&c, srv.addr, b"same every time"), b"same every time");
+    }
+    let burst = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..50 {
+        for _ in 0..40 {
+            burst.send_to(&[0x5a; 1000], srv.addr).unwrap();
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let r = json(&srv.stop().stdout);
+    assert_reconciled(&r);
+    assert_eq!(r["drops"]["loop"], 0, "{r}");
+    assert_eq!(r["tx_packets"], 2100, "{r}");
+
+    // Every 250 us for 1 s, paced by the clock (the answers, unread, are
+    // not needed: the server sees each copy soon after its last answer).
+    let srv = ServerProc::start(&["--json"]);
+    let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    for i in 0..4000u32 {
+        while start.elapsed() < Duration::from_micros(250) * i {
+            std::hint::spin_loop();
+        }
+        flood.send_to(b"flood", srv.addr).unwrap();
+    }
+    let r = json(&srv.stop().stdout);
+    let (rx, _) = assert_reconciled(&r);
+    let lost = r["drops"]["loop"].as_u64().unwrap();
+    eprintln!("steady flood of one payload: {rx} received, {lost} dropped as loop");
+    assert!(lost <= 100, "more than one probe's worth lost: {r}");
+    assert_eq!(rx, 4000, "{r}");
 }

@@ -95,6 +95,9 @@ struct Args {
     /// Echo datagrams from privileged source ports (below 1024) and 2049 too. Off by default: those are services (echo 7, chargen 19, DNS 53, NTP 123, NFS 2049...), and answering them lets a forged datagram start an endless loop between two services. Datagrams from the server's own port, port 0, and multicast, broadcast or unspecified sources are refused always.
     #[arg(long)]
     allow_privileged_ports: bool,
+    /// Turn off the loop breaker, which stops answering a peer that keeps sending back the payload it was just answered with (another echo service on an unprivileged port, looping with this one): 64 times in a row within 1 ms of the answer makes it suspect, it is not answered for 10 ms (dropped as loop), and if it kept sending meanwhile it is a client and left alone for 10 s. See README, Security.
+    #[arg(long)]
+    no_loop_breaker: bool,
     /// Echo only to senders in this network (CIDR, e.g. 192.0.2.0/24 or 2001:db8::/32); repeat for several. Others are dropped as not_allowed. Default: everyone.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     allow: Vec<ipnet::IpNet>,
@@ -135,6 +138,11 @@ fn guards_summary(g: &GuardConfig) -> String {
             r.pps, r.burst, r.prefix_v4, r.prefix_v6
         ));
     }
+    s.push_str(if g.no_loop_breaker {
+        ", loop breaker off"
+    } else {
+        ", loop breaker"
+    });
     s
 }
 
@@ -225,6 +233,7 @@ fn run() -> u8 {
         send_deadline: Duration::from_millis(args.send_deadline),
         guard: GuardConfig {
             allow_privileged_ports: args.allow_privileged_ports,
+            no_loop_breaker: args.no_loop_breaker,
             allow: args.allow.clone(),
             rate: args.rate_limit.map(|pps| RateConfig {
                 pps,

@@ -6,6 +6,8 @@
 //!   broadcast and unspecified sources), on by default as in the BSD inetds;
 //! - [`dest::DestGuard`]: datagrams sent to a broadcast or multicast
 //!   destination (one datagram would make every server on a LAN answer);
+//! - [`loop_breaker::LoopBreaker`]: a peer that keeps bouncing our reply
+//!   back (another echo service) stops being answered for a while;
 //! - [`allow::AllowList`]: `--allow CIDR`, echo only to these networks;
 //! - [`rate::RateLimit`]: `--rate-limit PPS` per source prefix, in a fixed
 //!   table allocated once ([`rate::RateTable`]), shared by the workers
@@ -16,6 +18,7 @@
 
 pub mod allow;
 pub mod dest;
+pub mod loop_breaker;
 pub mod rate;
 pub mod source;
 
