@@ -4,6 +4,7 @@
 //! sockperf tests run (`REQUIRE_SOCKPERF`).
 #![allow(dead_code)]
 
+pub mod client;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read};
