@@ -4,8 +4,9 @@
 //! On loopback (every 127.0.0.0/8 address is local): a client connected to
 //! 127.0.0.2 only accepts datagrams from 127.0.0.2, so it sees the echo only
 //! if the server, bound to 0.0.0.0 (or dual-stack ::), replies from there.
-//! In two network namespaces: the same with a second IPv6 address, and a
-//! subnet broadcast and a multicast datagram that must not be answered.
+//! In two network namespaces joined by a veth: the same with two IPv6 and
+//! three IPv4 addresses on the server's interface, and a subnet broadcast
+//! and a multicast datagram that must not be answered.
 
 mod util;
 
@@ -67,7 +68,7 @@ fn ip(ns: &str, args: &[&str]) {
 }
 
 #[test]
-fn second_ipv6_address_broadcast_and_multicast_on_a_lan() {
+fn several_addresses_on_a_veth_broadcast_and_multicast() {
     if !prerequisite(netns::available(), "REQUIRE_NETNS", "root with ip and tc") {
         return;
     }
@@ -89,6 +90,15 @@ fn second_ipv6_address_broadcast_and_multicast_on_a_lan() {
             &net.client_dev,
             "nodad",
         ],
+    );
+    // A second IPv4 subnet on the same veth: the server has 198.18.1.1 and
+    // 198.18.1.2 besides SERVER_IP, the client 198.18.1.10.
+    for a in ["198.18.1.1/24", "198.18.1.2/24"] {
+        ip(&net.server_ns, &["addr", "add", a, "dev", &net.server_dev]);
+    }
+    ip(
+        &net.client_ns,
+        &["addr", "add", "198.18.1.10/24", "dev", &net.client_dev],
     );
     ip(
         &net.client_ns,
@@ -122,8 +132,19 @@ fn second_ipv6_address_broadcast_and_multicast_on_a_lan() {
                 connected_echo("[2001:db8::10]:0", to, a.as_bytes())
             })
             .collect();
-        let v4: SocketAddr = format!("{SERVER_IP}:{p4}").parse().unwrap();
-        let v4_echo = connected_echo(&format!("{CLIENT_IP}:0"), v4, b"to v4");
+        // Three IPv4 addresses on one interface: each reply must leave
+        // from the one its request was sent to.
+        let v4_echo: Vec<Option<Vec<u8>>> = [
+            (SERVER_IP, CLIENT_IP),
+            ("198.18.1.1", "198.18.1.10"),
+            ("198.18.1.2", "198.18.1.10"),
+        ]
+        .iter()
+        .map(|(to, from)| {
+            let to: SocketAddr = format!("{to}:{p4}").parse().unwrap();
+            connected_echo(&format!("{from}:0"), to, to.ip().to_string().as_bytes())
+        })
+        .collect();
         // Datagrams to the subnet's broadcast address and to all hosts.
         let s = UdpSocket::bind((CLIENT_IP, 0)).unwrap();
         s.set_broadcast(true).unwrap();
@@ -152,9 +173,17 @@ fn second_ipv6_address_broadcast_and_multicast_on_a_lan() {
         vec![Some(b"2001:db8::1".to_vec()), Some(b"2001:db8::2".to_vec())],
         "{r6}"
     );
-    assert_eq!(v4_echo.as_deref(), Some(&b"to v4"[..]), "{r4}");
+    assert_eq!(
+        v4_echo,
+        vec![
+            Some(SERVER_IP.as_bytes().to_vec()),
+            Some(b"198.18.1.1".to_vec()),
+            Some(b"198.18.1.2".to_vec())
+        ],
+        "{r4}"
+    );
     assert_eq!(bcast, None, "a broadcast datagram was answered: {r4}");
     assert_eq!(mcast, None, "a multicast datagram was answered: {r4}");
-    assert_eq!(r4["rx_packets"], 3, "the server received all three: {r4}");
+    assert_eq!(r4["rx_packets"], 5, "the server received all five: {r4}");
     assert_eq!(r4["drops"]["bad_dest"], 2, "{r4}");
 }
