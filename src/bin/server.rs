@@ -197,9 +197,8 @@ fn main() -> ExitCode {
 fn run() -> u8 {
     let args = Args::parse();
     let level = if args.verbose { "info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .init();
+    // Through the stderr queue too: a warning or a -v line never blocks.
+    stderr::init_logger(level);
     let port = args.port_pos.or(args.port).unwrap_or(8888);
     let cfg = ServerConfig {
         bind: SocketAddr::new(args.bind, port),
