@@ -29,4 +29,5 @@ pub mod server;
 pub mod socket;
 pub mod sockperf;
 pub mod stderr;
+pub mod udp_mem;
 pub mod worker;

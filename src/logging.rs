@@ -5,10 +5,13 @@
 //! bytes, receive time) into a bounded queue with `try_send`: no allocation,
 //! never a wait. One [`LogThread`] formats the records and writes them with
 //! `log::info!` (so `RUST_LOG` still filters them). When the queue is full,
-//! because stderr is slow or nobody reads it, the line is dropped and counted
-//! in [`LogQueue::dropped`]; the final report shows the total as
-//! `log_lines_dropped`. The per-worker `--log-rate` limit still applies
-//! first: lines it skips are counted and said in the next line logged.
+//! because the thread cannot keep up, the line is dropped and counted in
+//! [`LogQueue::dropped`]; the final report shows the total as
+//! `log_lines_dropped`. The `server` binary's logger hands each line to the
+//! non-blocking stderr queue ([`crate::stderr`]), so this thread does not
+//! wait for stderr either; lines lost there count as `stderr_lines_dropped`.
+//! The per-worker `--log-rate` limit still applies first: lines it skips
+//! are counted and said in the next line logged.
 
 use std::fmt;
 use std::io;
@@ -306,7 +309,8 @@ impl LogThread {
 
     /// Ends the thread once the workers are gone (their queue ends dropped):
     /// it writes what is still queued and exits, and is joined. If it makes
-    /// no progress for `stall` (stuck writing to a stderr nobody reads), it
+    /// no progress for `stall` (a logger that blocks, e.g. one writing
+    /// straight to a stderr nobody reads; the server's never does), it
     /// is told to stop, what it still holds is counted as abandoned, and it
     /// is left behind instead of joined, so shutdown never hangs on stderr.
     pub fn finish(mut self, stall: Duration) -> LogSummary {

@@ -138,11 +138,13 @@ pub struct Report {
     /// Workers that failed (panicked or lost their socket), with the error;
     /// empty on a clean run.
     pub worker_failures: Vec<String>,
-    /// `-v` packet log lines lost: dropped because the log queue was full,
-    /// or still queued when a stalled log thread was given up at shutdown.
-    /// Known at shutdown only (0 in a SIGHUP summary).
+    /// `-v` packet log lines lost before the logger: dropped because the log
+    /// queue was full, or still queued when a stalled log thread was given
+    /// up at shutdown. Lines lost after it, on the way to stderr, are in
+    /// `stderr_lines_dropped`. Known at shutdown only (0 in a SIGHUP summary).
     pub log_lines_dropped: u64,
-    /// The server's own stderr lines (statistics lines, summaries, notices)
+    /// Lines written through the stderr queue (statistics lines, summaries,
+    /// notices, and `log` records: warnings, errors, `-v` packet lines)
     /// lost because stderr was blocked (queue full, or still queued at
     /// shutdown) or failed (e.g. closed). Known at shutdown only.
     pub stderr_lines_dropped: u64,
@@ -392,7 +394,7 @@ impl fmt::Display for Report {
         if self.final_report {
             writeln!(
                 f,
-                "packet log    {} lines dropped (-v queue full or stderr stalled)",
+                "packet log    {} lines dropped (-v queue full; any lost on stderr are on the stderr line)",
                 self.log_lines_dropped
             )?;
             if let Some(p) = &self.stderr_problem {

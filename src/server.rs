@@ -246,8 +246,9 @@ pub fn start_with(
                         )),
                     };
                     if let Err(e) = &r {
-                        log::error!("{e}; stopping every worker");
+                        // Stop first: the others stop whatever the logger does.
                         stop.store(true, Ordering::Relaxed);
+                        log::error!("{e}; stopping every worker");
                     }
                     r
                 })

@@ -1,7 +1,8 @@
 //! `-v` logging never stalls echoing: the server runs with its stderr a pipe
 //! that nobody reads (it fills after a few hundred lines), and every datagram
 //! must still be echoed, the shutdown must still finish, and the final report
-//! must count the packet log lines it had to drop.
+//! must count the packet log lines it had to drop (before the logging thread,
+//! `log_lines_dropped`, or on the way to stderr, `stderr_lines_dropped`).
 
 mod util;
 
@@ -72,12 +73,17 @@ fn unread_stderr_never_stalls_echoes_and_drops_are_reported() {
     let r = json(&stdout);
     let (rx, tx) = assert_reconciled(&r);
     assert_eq!((rx, tx), (DATAGRAMS as u64, DATAGRAMS as u64));
-    let dropped = r["log_lines_dropped"].as_u64().expect("log_lines_dropped");
+    let dropped = r["log_lines_dropped"].as_u64().expect("log_lines_dropped")
+        + r["stderr_lines_dropped"]
+            .as_u64()
+            .expect("stderr_lines_dropped");
+    // A log line is well over 64 bytes, so at most 1024 fit the pipe; every
+    // other one is counted. The shutdown notice may be lost too.
     assert!(
-        dropped > 0,
-        "nobody read stderr, yet no line was dropped: {r}"
+        dropped + 1024 >= DATAGRAMS as u64,
+        "nobody read stderr, yet too few lines were dropped: {r}"
     );
-    assert!(dropped <= DATAGRAMS as u64, "{r}");
+    assert!(dropped <= DATAGRAMS as u64 + 1, "{r}");
 }
 
 /// The server process, killed and reaped on drop unless it already exited.

@@ -9,6 +9,13 @@
 //! stops the run like `ping`: the summary of the probes done so far is
 //! printed and the exit code follows it (0 if at least one probe was done
 //! and every one got a correct echo); a second signal exits at once (130).
+//!
+//! A broken stderr (closed reader, `2>/dev/full`) never panics the client:
+//! its messages are written with errors ignored, and with `--json` so are
+//! the probe lines, so the summary still reaches stdout. Being interactive,
+//! the client writes stderr in line, like `ping`: a reader that stops
+//! reading holds it up, and its `log` output (`RUST_LOG`) stays with
+//! `env_logger`'s own stderr target, which ignores write errors.
 #![deny(unsafe_code)]
 
 use std::io::{self, Write};
@@ -66,6 +73,30 @@ struct Cli {
     json: bool,
 }
 
+/// `eprintln!` without its panic when stderr fails (`2>/dev/full`, a reader
+/// gone): a message that cannot be written is lost, the exit code says the rest.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($arg)*);
+    }};
+}
+
+/// Probe lines for stderr (`--json`): write errors are ignored, so a broken
+/// stderr never ends the run before its summary reaches stdout.
+struct Lossy<W>(W);
+
+impl<W: Write> Write for Lossy<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
@@ -93,7 +124,7 @@ fn main() -> ExitCode {
     let target = match client::resolve(&cli.host, cli.port) {
         Ok(addr) => addr,
         Err(e) => {
-            eprintln!("client: {e}");
+            note!("client: {e}");
             return ExitCode::from(1);
         }
     };
@@ -112,19 +143,19 @@ fn main() -> ExitCode {
         let registered = flag::register_conditional_shutdown(sig, 130, stop.clone())
             .and_then(|_| flag::register(sig, stop.clone()));
         if let Err(e) = registered {
-            eprintln!("client: cannot handle signal {sig}: {e}");
+            note!("client: cannot handle signal {sig}: {e}");
             return ExitCode::from(1);
         }
     }
     let result = if cli.json {
-        client::run_until(&config, &mut io::stderr().lock(), &stop)
+        client::run_until(&config, &mut Lossy(io::stderr().lock()), &stop)
     } else {
         client::run_until(&config, &mut io::stdout().lock(), &stop)
     };
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("client: {e}");
+            note!("client: {e}");
             return ExitCode::from(1);
         }
     };
@@ -138,7 +169,7 @@ fn main() -> ExitCode {
         write!(stdout, "{summary}")
     };
     if let Err(e) = printed.and_then(|()| stdout.flush()) {
-        eprintln!("client: cannot write summary: {e}");
+        note!("client: cannot write summary: {e}");
         return ExitCode::from(1);
     }
 
@@ -146,9 +177,9 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         if summary.sent == 0 {
-            eprintln!("client: interrupted before any probe was done");
+            note!("client: interrupted before any probe was done");
         } else {
-            eprintln!(
+            note!(
                 "client: {} of {} probes failed ({} lost, {} mismatched)",
                 summary.failed(),
                 summary.sent,

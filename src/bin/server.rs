@@ -16,6 +16,7 @@ use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
 use udp_packet_pool::socket::{BufferSizes, MAX_BUFFER};
 use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::stderr;
+use udp_packet_pool::udp_mem::UdpMem;
 use udp_packet_pool::worker::IoMode;
 
 /// Multi-threaded UDP echo server with per-worker freelist packet pools.
@@ -86,10 +87,10 @@ struct Args {
     /// Answer like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). Without it the echo is byte-exact (RFC 862).
     #[arg(long)]
     sockperf: bool,
-    /// SO_RCVBUF request in bytes (capped at 256 MiB); the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it.
+    /// SO_RCVBUF request in bytes (capped at 256 MiB); the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it. A warning at start says when the buffers of all sockets (one per worker with --reuseport) add up to net.ipv4.udp_mem's limit for all UDP sockets of the host.
     #[arg(long, value_name = "BYTES", default_value_t = udp_packet_pool::socket::DEFAULT_RECV_BUFFER)]
     rcvbuf: usize,
-    /// SO_SNDBUF request in bytes (capped at 256 MiB); the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). Default: the kernel's.
+    /// SO_SNDBUF request in bytes (capped at 256 MiB); the kernel doubles it (forced past net.core.wmem_max with CAP_NET_ADMIN). UDP does not count send buffers against net.ipv4.udp_mem. Default: the kernel's.
     #[arg(long, value_name = "BYTES")]
     sndbuf: Option<usize>,
     /// Echo datagrams from privileged source ports (below 1024) and 2049 too. Off by default: those are services (echo 7, chargen 19, DNS 53, NTP 123, NFS 2049...), and answering them lets a forged datagram start an endless loop between two services. Datagrams from the server's own port, port 0, and multicast, broadcast or unspecified sources are refused always.
@@ -205,9 +206,8 @@ fn main() -> ExitCode {
 fn run() -> u8 {
     let args = Args::parse();
     let level = if args.verbose { "info" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .init();
+    // Through the stderr queue too: a warning or a -v line never blocks.
+    stderr::init_logger(level);
     let port = args.port_pos.or(args.port).unwrap_or(8888);
     let cfg = ServerConfig {
         bind: SocketAddr::new(args.bind, port),
@@ -315,6 +315,18 @@ fn run() -> u8 {
             return 1;
         }
     };
+    // Receive buffers are limits, not allocations: say at start when they
+    // add up to what the host lets all UDP sockets hold together.
+    if let Some(w) = UdpMem::read().and_then(|m| {
+        m.warning(
+            udp_packet_pool::io::page_size(),
+            cfg.threads,
+            cfg.reuseport,
+            handle.recv_buffer() as u64,
+        )
+    }) {
+        stderr::line(format_args!("server: warning: {w}"));
+    }
     stderr::line(format_args!(
         "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, memory {:.1} MiB, {} replies; {})",
         handle.local_addr(),

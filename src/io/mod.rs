@@ -13,7 +13,7 @@
 //!   by source prefix.
 //! - [`slab`]: the memory the kernel reads and writes, owned through one
 //!   base pointer.
-//! - [`addr`], [`clock`]: socket addresses and clocks.
+//! - [`addr`], [`clock`]: socket addresses and clocks; [`page_size`].
 #![allow(unsafe_code)]
 
 use std::io;
@@ -52,6 +52,14 @@ pub use sockopt::{
     drain_error_queue, enable_ip_recverr, enable_pktinfo, enable_recverr, enable_rx_timestamps,
     enable_rxq_ovfl, force_buffer_size, recv_into, socket_drops,
 };
+
+/// The kernel's page size in bytes (the unit of `net.ipv4.udp_mem`); 4096
+/// if `sysconf` cannot say.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf takes a plain integer and touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
 
 /// The errno of an `io::Error`, or 0.
 pub fn errno(e: &io::Error) -> i32 {
