@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use crate::backlog::{SendBacklog, Stall, DEFAULT_SEND_DEADLINE};
 use crate::counters::{Counters, SharedCounters};
-use crate::io::{self, Epoll, Ready, RecvBatch, RecvWait, SendFault};
+pub use crate::io::IoMode;
+use crate::io::{self, Held, RecvBatch, RecvWait, SendFault, Waiter, Wake};
 use crate::packet::PacketPool;
 use crate::pool::Slot;
 use crate::process::{DropReason, Pipeline, Verdict};
@@ -28,22 +29,8 @@ use crate::samples::SampleSink;
 
 /// How long an idle worker waits before checking for shutdown.
 pub const IDLE_WAKE: Duration = Duration::from_millis(100);
-const IDLE_MS: i32 = IDLE_WAKE.as_millis() as i32;
 /// How often samples are flushed to the metrics thread at the latest.
 const FLUSH_NS: u64 = 100_000_000;
-
-/// How a worker waits for datagrams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IoMode {
-    /// Blocking batched receive (`recvmmsg` + `MSG_WAITFORONE`, woken every 100 ms).
-    #[default]
-    Blocking,
-    /// Non-blocking socket, `epoll_wait` for readiness (`EPOLLEXCLUSIVE`).
-    Epoll,
-    /// Non-blocking busy polling: lowest latency, one core per worker at 100%.
-    Spin,
-}
 
 /// Everything a worker owns.
 pub struct Worker {
@@ -51,8 +38,7 @@ pub struct Worker {
     /// Owns `fd`.
     _socket: UdpSocket,
     fd: RawFd,
-    io: IoMode,
-    epoll: Option<Epoll>,
+    waiter: Waiter,
     pool: PacketPool,
     rx: RecvBatch,
     backlog: SendBacklog,
@@ -93,29 +79,14 @@ impl Worker {
         // Each datagram's destination: replies leave from it, and group
         // destinations can be refused (guard::dest).
         let _ = io::enable_pktinfo(fd, ipv6);
-        let epoll = match io {
-            IoMode::Blocking => {
-                socket.set_nonblocking(false)?;
-                socket.set_read_timeout(Some(IDLE_WAKE))?;
-                None
-            }
-            IoMode::Epoll => {
-                socket.set_nonblocking(true)?;
-                Some(Epoll::new(fd, true)?)
-            }
-            IoMode::Spin => {
-                socket.set_nonblocking(true)?;
-                None
-            }
-        };
+        let waiter = Waiter::new(io, &socket, IDLE_WAKE)?;
         let scratch = vec![0u8; pool.packet_size().max(1)].into_boxed_slice();
         let capacity = pool.stats().capacity;
         Ok(Worker {
             id,
             _socket: socket,
             fd,
-            io,
-            epoll,
+            waiter,
             rx: RecvBatch::new(batch),
             backlog: SendBacklog::new(capacity, batch, DEFAULT_SEND_DEADLINE),
             work: Vec::with_capacity(batch),
@@ -252,46 +223,27 @@ impl Worker {
         );
     }
 
-    /// Waits as the I/O mode says. `None`: nothing to receive yet (the
+    /// Waits as the I/O model says. `None`: nothing to receive yet (the
     /// round is over); `Some(wait)`: receive with this wait.
     fn wait_for_work(&mut self) -> Result<Option<RecvWait>> {
-        let pending = !self.backlog.is_empty();
-        let ready = match (self.io, pending) {
-            (IoMode::Spin, _) => {
-                // Busy polling: try the backlog again every round.
-                self.backlog.mark_writable();
-                return Ok(Some(RecvWait::DontWait));
-            }
-            (IoMode::Blocking, false) => return Ok(Some(RecvWait::WaitForOne)),
-            (IoMode::Epoll, false) => {
-                let ep = self.epoll.as_mut().expect("epoll mode has an epoll");
-                ep.want_writable(false)?;
-                (ep.wait(IDLE_MS)?, IDLE_MS)
-            }
-            (_, true) => {
-                let want_out = self.backlog.stall() == Stall::WouldBlock;
-                let timeout = self.backlog_timeout_ms();
-                let r = match self.epoll.as_mut() {
-                    Some(ep) => {
-                        ep.want_writable(want_out)?;
-                        ep.wait(timeout)?
-                    }
-                    None => io::poll_one(self.fd, want_out, timeout)?,
-                };
-                if r.writable {
-                    self.backlog.mark_writable();
+        let held = (!self.backlog.is_empty()).then(|| Held {
+            want_writable: self.backlog.stall() == Stall::WouldBlock,
+            timeout_ms: self.backlog_timeout_ms(),
+        });
+        let w = self.waiter.wait(self.fd, held)?;
+        if w.writable {
+            self.backlog.mark_writable();
+        }
+        match w.wake {
+            Wake::Receive { wait, woken } => {
+                if woken {
+                    self.counters.wakeups += 1;
+                    self.woken = true;
                 }
-                (r, timeout)
+                Ok(Some(wait))
             }
-        };
-        match ready {
-            (Ready { readable: true, .. }, _) => {
-                self.counters.wakeups += 1;
-                self.woken = true;
-                Ok(Some(RecvWait::DontWait))
-            }
-            (_, timeout) => {
-                self.tick(timeout >= IDLE_MS);
+            Wake::Idle { idle } => {
+                self.tick(idle);
                 Ok(None)
             }
         }
@@ -334,7 +286,7 @@ impl Worker {
                     self.counters.spurious_wakeups += 1;
                 }
                 // Blocking mode: the receive waited a whole idle period.
-                self.tick(self.io == IoMode::Blocking && !woken);
+                self.tick(self.waiter.receive_waits() && !woken);
                 Ok(())
             }
             Some(libc::EINTR) => Ok(()),

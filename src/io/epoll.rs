@@ -1,4 +1,5 @@
-//! Readiness: a per-worker epoll instance and a one-socket `poll`.
+//! Epoll I/O model, and readiness in general: a per-worker epoll instance
+//! ([`Epoll::wait_for_work`] is the model's wait) and a one-socket `poll`.
 //!
 //! Workers that share one socket register it with `EPOLLEXCLUSIVE`, so a
 //! datagram wakes one waiting worker, not all of them. While a worker holds
@@ -9,6 +10,9 @@
 
 use std::io;
 use std::os::fd::RawFd;
+
+use super::waiter::{Held, Waited, Wake};
+use super::RecvWait;
 
 /// What a wait found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +31,7 @@ pub struct Epoll {
     fd: RawFd,
     out_fd: RawFd,
     out_registered: bool,
+    idle_ms: i32,
 }
 
 impl Epoll {
@@ -48,6 +53,7 @@ impl Epoll {
             fd,
             out_fd,
             out_registered: false,
+            idle_ms: 100,
         };
         let mut flags = libc::EPOLLIN as u32;
         if exclusive {
@@ -60,6 +66,38 @@ impl Epoll {
         // SAFETY: both descriptors are open and `ev` is a valid event.
         syscall!(epoll_ctl(ep.fd, libc::EPOLL_CTL_ADD, sock, &mut ev))?;
         Ok(ep)
+    }
+
+    /// Sets how long an idle wait lasts (the worker checks for shutdown
+    /// that often).
+    pub fn with_idle(mut self, idle_ms: i32) -> Epoll {
+        self.idle_ms = idle_ms;
+        self
+    }
+
+    /// The epoll model's wait: for a datagram, and while echoes are
+    /// `held`, for room to send (if the socket refused with `EAGAIN`) or
+    /// the backlog's next retry or deadline.
+    pub fn wait_for_work(&mut self, held: Option<Held>) -> io::Result<Waited> {
+        let (want_out, timeout) = match held {
+            Some(h) => (h.want_writable, h.timeout_ms),
+            None => (false, self.idle_ms),
+        };
+        self.want_writable(want_out)?;
+        let r = self.wait(timeout)?;
+        Ok(Waited {
+            wake: if r.readable {
+                Wake::Receive {
+                    wait: RecvWait::DontWait,
+                    woken: true,
+                }
+            } else {
+                Wake::Idle {
+                    idle: timeout >= self.idle_ms,
+                }
+            },
+            writable: r.writable,
+        })
     }
 
     /// Starts (`true`) or stops waiting for the socket to become writable.

@@ -2,13 +2,13 @@
 //! crate is under `src/io/`, each with a `// SAFETY:` note; the rest of the
 //! crate is `#![deny(unsafe_code)]` (checked in CI by `.ci/check-unsafe`).
 //!
+//! - [`waiter`]: how a worker waits, over the I/O models side by side:
+//!   [`blocking`], [`epoll`] (also readiness in general) and [`spin`].
 //! - [`recv_batch`]: the posted receive ring (`recvmmsg` into pool buffers,
 //!   control messages: `SO_TIMESTAMPNS`, `SO_RXQ_OVFL`).
 //! - [`send_batch`]: one `sendmmsg` call over pool buffers, errors as values.
 //! - [`sockopt`]: socket options socket2 lacks, `SO_MEMINFO` drop counter,
 //!   the `IP_RECVERR` error queue.
-//! - [`epoll`]: readiness (`EPOLLEXCLUSIVE` for shared sockets, `EPOLLOUT`
-//!   while a send backlog waits) and a one-socket `poll`.
 //! - [`reuseport`]: a classic BPF program steering `SO_REUSEPORT` sockets
 //!   by source prefix.
 //! - [`slab`]: the memory the kernel reads and writes, owned through one
@@ -36,6 +36,7 @@ macro_rules! syscall {
 }
 
 pub mod addr;
+pub mod blocking;
 pub mod clock;
 pub mod epoll;
 pub mod recv_batch;
@@ -43,6 +44,8 @@ pub mod reuseport;
 pub mod send_batch;
 pub mod slab;
 pub mod sockopt;
+pub mod spin;
+pub mod waiter;
 
 pub use clock::{now_monotonic_ns, now_realtime_ns, process_cpu_ns, thread_voluntary_switches};
 pub use epoll::{poll_one, Epoll, Ready};
@@ -52,6 +55,7 @@ pub use sockopt::{
     drain_error_queue, enable_ip_recverr, enable_pktinfo, enable_recverr, enable_rx_timestamps,
     enable_rxq_ovfl, force_buffer_size, recv_into, socket_drops,
 };
+pub use waiter::{Held, IoMode, Waited, Waiter, Wake};
 
 /// The kernel's page size in bytes (the unit of `net.ipv4.udp_mem`); 4096
 /// if `sysconf` cannot say.
