@@ -39,18 +39,6 @@ impl Blocking {
             });
         };
         let r = poll_one(fd, h.want_writable, h.timeout_ms)?;
-        Ok(Waited {
-            wake: if r.readable {
-                Wake::Receive {
-                    wait: RecvWait::DontWait,
-                    woken: true,
-                }
-            } else {
-                Wake::Idle {
-                    idle: h.timeout_ms >= self.idle_ms,
-                }
-            },
-            writable: r.writable,
-        })
+        Ok(Waited::after_ready(r, h.timeout_ms, self.idle_ms))
     }
 }

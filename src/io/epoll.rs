@@ -11,8 +11,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use super::waiter::{Held, Waited, Wake};
-use super::RecvWait;
+use super::waiter::{Held, Waited};
 
 /// What a wait found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,19 +84,7 @@ impl Epoll {
         };
         self.want_writable(want_out)?;
         let r = self.wait(timeout)?;
-        Ok(Waited {
-            wake: if r.readable {
-                Wake::Receive {
-                    wait: RecvWait::DontWait,
-                    woken: true,
-                }
-            } else {
-                Wake::Idle {
-                    idle: timeout >= self.idle_ms,
-                }
-            },
-            writable: r.writable,
-        })
+        Ok(Waited::after_ready(r, timeout, self.idle_ms))
     }
 
     /// Starts (`true`) or stops waiting for the socket to become writable.

@@ -13,7 +13,7 @@ use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use super::{blocking, spin, Epoll, RecvWait};
+use super::{blocking, spin, Epoll, Ready, RecvWait};
 
 /// How a worker waits for datagrams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -55,6 +55,27 @@ pub struct Waited {
     pub wake: Wake,
     /// The send buffer has room: the backlog may try again.
     pub writable: bool,
+}
+
+impl Waited {
+    /// After a readiness wait of `timeout_ms` found `r`: receive without
+    /// waiting if readable (a wake-up), else idle (a whole idle period if
+    /// the wait was as long as `idle_ms`).
+    pub fn after_ready(r: Ready, timeout_ms: i32, idle_ms: i32) -> Waited {
+        Waited {
+            wake: if r.readable {
+                Wake::Receive {
+                    wait: RecvWait::DontWait,
+                    woken: true,
+                }
+            } else {
+                Wake::Idle {
+                    idle: timeout_ms >= idle_ms,
+                }
+            },
+            writable: r.writable,
+        }
+    }
 }
 
 /// One worker's way of waiting.
