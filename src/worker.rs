@@ -197,21 +197,30 @@ impl Worker {
         };
         self.woken = false;
         self.rx.take_received(n, &mut self.pool, &mut self.work);
-        for slot in self.work.drain(..) {
-            let mut pkt = self.pool.buffer(&slot);
-            self.counters.rx_packets += 1;
-            self.counters.rx_bytes += pkt.meta.len as u64;
-            match self.pipeline.process(&mut pkt) {
-                Verdict::Echo => self.backlog.push(slot),
-                Verdict::Drop(r) => {
-                    self.counters.drop(r);
-                    self.pool.free(slot);
-                }
-            }
+        let mut work = std::mem::take(&mut self.work);
+        for slot in work.drain(..) {
+            self.dispatch(slot);
         }
+        self.work = work;
         self.flush_backlog();
         self.tick(false);
         Ok(())
+    }
+
+    /// One received buffer, whatever the I/O model received it: count it,
+    /// run the pipeline, and hold the echo in the backlog or free the
+    /// buffer.
+    fn dispatch(&mut self, slot: Slot) {
+        let mut pkt = self.pool.buffer(&slot);
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += pkt.meta.len as u64;
+        match self.pipeline.process(&mut pkt) {
+            Verdict::Echo => self.backlog.push(slot),
+            Verdict::Drop(r) => {
+                self.counters.drop(r);
+                self.pool.free(slot);
+            }
+        }
     }
 
     fn flush_backlog(&mut self) {
