@@ -13,6 +13,10 @@
 //! exhaustion measure real send pressure. An echo held longer than the
 //! send deadline is dropped, oldest first, as `send_deadline`.
 //!
+//! A buffer may hold a GRO train (`PacketMeta::segment`): it goes out as
+//! one `UDP_SEGMENT` send, and every count here (echoes, latency samples,
+//! drops, send errors) counts each of its segments.
+//!
 //! A hard error (unreachable, denied, ...) gives up on the datagram at the
 //! front only, after one retry: with `IP_RECVERR` on, a send can fail with
 //! an ICMP error that an earlier datagram to another peer caused.
@@ -126,7 +130,7 @@ impl SendBacklog {
                 break;
             }
             let s = self.queue.pop_front().expect("front exists");
-            counters.drop(DropReason::SendDeadline);
+            counters.drop_n(DropReason::SendDeadline, pool.meta(&s).datagrams());
             pool.free(s);
         }
         match self.stall {
@@ -148,8 +152,11 @@ impl SendBacklog {
                     for _ in 0..m {
                         let s = self.queue.pop_front().expect("sent from the queue");
                         let meta = pool.meta(&s);
-                        samples.record(t.saturating_sub(meta.rx_ns));
-                        counters.tx_packets += 1;
+                        // A GSO train: every segment is an echo.
+                        for _ in 0..meta.datagrams() {
+                            samples.record(t.saturating_sub(meta.rx_ns));
+                        }
+                        counters.tx_packets += meta.datagrams();
                         counters.tx_bytes += meta.len as u64;
                         pool.free(s);
                     }
@@ -186,7 +193,7 @@ impl SendBacklog {
 
     fn give_up_front(&mut self, pool: &mut PacketPool, counters: &mut Counters, e: SendError) {
         if let Some(s) = self.queue.pop_front() {
-            counters.send_error(e);
+            counters.send_error_n(e, pool.meta(&s).datagrams());
             pool.free(s);
         }
     }
@@ -204,7 +211,7 @@ impl SendBacklog {
         self.stall = Stall::Clear;
         self.flush(fd, pool, counters, samples);
         while let Some(s) = self.queue.pop_front() {
-            counters.drop(DropReason::SendDeadline);
+            counters.drop_n(DropReason::SendDeadline, pool.meta(&s).datagrams());
             pool.free(s);
         }
     }

@@ -107,6 +107,11 @@ pub struct Counters {
     /// Of those, the ones where the receive then found nothing (another
     /// worker took the datagram): wasted wake-ups.
     pub spurious_wakeups: u64,
+    /// Buffers that held a GRO train (several datagrams coalesced by the
+    /// kernel), and the datagrams they held (each also in `rx_packets`).
+    pub gro_trains: u64,
+    /// See `gro_trains`.
+    pub gro_datagrams: u64,
     /// Times the worker thread went to sleep (voluntary context switches,
     /// `getrusage(RUSAGE_THREAD)`): every wake-up, useful or not, ends in
     /// one. Read every 100 ms and at exit.
@@ -133,11 +138,23 @@ impl Counters {
         self.drops[reason.index()] += 1;
     }
 
+    /// Counts `n` datagrams dropped for one reason (a GRO train's segments).
+    #[inline]
+    pub fn drop_n(&mut self, reason: DropReason, n: u64) {
+        self.drops[reason.index()] += n;
+    }
+
     /// Counts an echo given up on (a backpressure kind counts as `other`:
     /// the backlog never gives up on those).
     #[inline]
     pub fn send_error(&mut self, e: SendError) {
-        self.send_errors[send_error_index(e)] += 1;
+        self.send_error_n(e, 1);
+    }
+
+    /// Counts `n` echoes given up on at once (a GSO train's segments).
+    #[inline]
+    pub fn send_error_n(&mut self, e: SendError, n: u64) {
+        self.send_errors[send_error_index(e)] += n;
     }
 
     /// Counts a send attempt the socket refused in part (`STALL_PARTIAL`)
@@ -193,6 +210,8 @@ impl Counters {
         self.backlog_high_water += o.backlog_high_water;
         self.wakeups += o.wakeups;
         self.spurious_wakeups += o.spurious_wakeups;
+        self.gro_trains += o.gro_trains;
+        self.gro_datagrams += o.gro_datagrams;
         self.sleeps += o.sleeps;
         self.recv_errors.merge(&o.recv_errors);
         self.icmp_errors.merge(&o.icmp_errors);

@@ -41,6 +41,20 @@ pub struct PacketMeta {
     /// The destination the datagram was sent to, as the kernel reports it
     /// (`IP_PKTINFO`/`IPV6_PKTINFO`), when it does.
     pub dest: Option<Destination>,
+    /// With UDP GRO: the buffer holds a train of datagrams of this size
+    /// each (the last may be shorter), `len` bytes in all; 0: one datagram.
+    pub segment: u16,
+}
+
+impl PacketMeta {
+    /// How many datagrams the buffer holds: 1, or the segments of a train.
+    #[inline]
+    pub fn datagrams(&self) -> u64 {
+        match self.segment as usize {
+            0 => 1,
+            seg => self.len.div_ceil(seg).max(1) as u64,
+        }
+    }
 }
 
 /// Where a datagram was addressed (from `IP_PKTINFO` / `IPV6_PKTINFO`).
@@ -65,6 +79,7 @@ impl Default for PacketMeta {
             rx_ns: 0,
             rx_clock: Clock::User,
             dest: None,
+            segment: 0,
         }
     }
 }

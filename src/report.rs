@@ -104,6 +104,11 @@ pub struct Report {
     pub wakeups: u64,
     /// Of those, the ones whose receive found nothing: wasted wake-ups.
     pub spurious_wakeups: u64,
+    /// GRO: buffers that held a train of datagrams, and the datagrams in
+    /// them (each also counted in `rx_packets`).
+    pub gro_trains: u64,
+    /// See `gro_trains`.
+    pub gro_datagrams: u64,
     /// Times worker threads went to sleep (voluntary context switches):
     /// every wake-up ends in one, including those the kernel made for a
     /// datagram another worker took.
@@ -250,6 +255,8 @@ impl Report {
             reached_socket: total.rx_packets + snap.kernel_drops,
             wakeups: total.wakeups,
             spurious_wakeups: total.spurious_wakeups,
+            gro_trains: total.gro_trains,
+            gro_datagrams: total.gro_datagrams,
             worker_sleeps: total.sleeps,
             rate_limited_top: snap.rate_limited_top.clone(),
             rate_table_bytes: snap.rate_table_bytes,
@@ -377,6 +384,11 @@ impl fmt::Display for Report {
             self.spurious_wakeups,
             self.worker_sleeps,
             self.worker_sleeps as f64 / self.rx_packets.max(1) as f64
+        )?;
+        writeln!(
+            f,
+            "gro           {} trains carried {} of the datagrams received",
+            self.gro_trains, self.gro_datagrams
         )?;
         if l.count == 0 {
             writeln!(

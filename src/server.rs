@@ -59,6 +59,23 @@ pub struct ServerConfig {
     pub send_deadline: Duration,
     /// Protection stages run before any reply stage.
     pub guard: GuardConfig,
+    /// Receive GRO trains and echo them as GSO trains (`--gro`, where the
+    /// kernel allows).
+    pub gro: bool,
+}
+
+/// Bytes per pool buffer with GRO: a whole coalesced train (at most 64 KiB).
+pub const GRO_BUFFER: usize = 65536;
+
+impl ServerConfig {
+    /// Bytes per pool buffer: `packet_size`, or room for a GRO train.
+    pub fn buffer_size(&self) -> usize {
+        if self.gro {
+            self.packet_size.max(GRO_BUFFER)
+        } else {
+            self.packet_size
+        }
+    }
 }
 
 /// What the [`guard`](crate::guard) stages refuse.
@@ -96,6 +113,7 @@ impl Default for ServerConfig {
             },
             send_deadline: DEFAULT_SEND_DEADLINE,
             guard: GuardConfig::default(),
+            gro: true,
         }
     }
 }
@@ -110,6 +128,8 @@ pub struct ServerHandle {
     metrics: JoinHandle<Report>,
     /// The `-v` logging thread (only with `verbose`).
     log: Option<LogThread>,
+    /// GRO in use, or why the kernel refused it.
+    gro: Result<bool, String>,
 }
 
 /// Binds and starts everything; returns once every worker thread runs.
@@ -158,6 +178,15 @@ pub fn start_with(
         .map_err(|e| io::Error::new(e.kind(), format!("cannot steer --reuseport sockets by source prefix (needed with --rate-limit): {e}")))?;
     }
     let recv_buffer = socket2::SockRef::from(&sockets[0]).recv_buffer_size()?;
+    // GRO where asked and the kernel has it; otherwise buffers of
+    // `packet_size` and one datagram per buffer.
+    let gro = match cfg.gro {
+        false => Ok(false),
+        true => crate::io::enable_udp_gro(sockets[0].as_raw_fd())
+            .map(|_| true)
+            .map_err(|e| format!("UDP_GRO refused by the kernel ({e})")),
+    };
+    let gro_on = gro == Ok(true);
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));
     let (sinks, source) = samples::channels(cfg.threads);
@@ -198,7 +227,12 @@ pub fn start_with(
         if let Some(log) = &log {
             p = p.with(PacketLog::new(id, cfg.log_rate, log.queue()));
         }
-        let pool = PacketPool::new(cfg.pool_size, cfg.packet_size);
+        let buffer = if gro_on {
+            cfg.buffer_size()
+        } else {
+            cfg.packet_size
+        };
+        let pool = PacketPool::new(cfg.pool_size, buffer);
         let mut w = Worker::new(
             id,
             sock,
@@ -211,6 +245,9 @@ pub fn start_with(
             stop.clone(),
         )?;
         w.set_send_deadline(cfg.send_deadline);
+        if gro_on {
+            w.enable_gro(cfg.packet_size)?;
+        }
         kernel_clock &= w.kernel_clock();
         workers.push(w);
     }
@@ -282,6 +319,7 @@ pub fn start_with(
         workers: handles,
         metrics,
         log,
+        gro,
     })
 }
 
@@ -289,6 +327,12 @@ impl ServerHandle {
     /// The address the server really bound (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// True when workers receive GRO trains; `Err` says why the kernel
+    /// refused `UDP_GRO` (the server then runs without it).
+    pub fn gro(&self) -> Result<bool, &str> {
+        self.gro.as_ref().copied().map_err(|e| e.as_str())
     }
 
     /// The kernel's receive buffer size per socket (`SO_RCVBUF` as read back).
@@ -364,7 +408,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// metadata, free list, send-backlog queue) and the rate table. `None`
 /// when it does not even fit in a `usize`.
 pub fn memory_needed(cfg: &ServerConfig) -> Option<u64> {
-    let per_buffer = (cfg.packet_size as u64)
+    let per_buffer = (cfg.buffer_size() as u64)
         .checked_add(std::mem::size_of::<crate::packet::PacketMeta>() as u64)?
         .checked_add(4 + 8)?; // free-list index, backlog slot
     let pools = (cfg.threads as u64)

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! RecvBatch (buffers posted from the pool) -> recvmmsg
-//!   -> pipeline.process() per datagram: Drop(reason) -> pool.free
-//!                                       Echo -> SendBacklog
+//!   -> dispatch: pipeline.process() per datagram (per segment of a GRO
+//!      train): Drop(reason) -> pool.free
+//!              Echo -> SendBacklog (a train's echoed segments as one)
 //!   -> SendBacklog::flush: sendmmsg from the front, latency sample,
 //!      pool.free; what the socket refuses stays held until it is writable
 //! ```
@@ -52,6 +53,9 @@ pub struct Worker {
     last_flush_ns: u64,
     kernel_clock: bool,
     woken: bool,
+    /// The largest datagram echoed (`--packet-size`); with GRO the buffers
+    /// are larger, to hold whole trains.
+    max_datagram: usize,
 }
 
 impl Worker {
@@ -100,7 +104,19 @@ impl Worker {
             last_flush_ns: io::now_realtime_ns(),
             kernel_clock,
             woken: false,
+            max_datagram: usize::MAX,
         })
+    }
+
+    /// Turns on `UDP_GRO`: the kernel may hand over trains of datagrams in
+    /// one buffer, echoed as one `UDP_SEGMENT` send; each datagram of a
+    /// train still counts, and is filtered, on its own. Datagrams larger
+    /// than `max_datagram` (the buffers are larger, for trains) are dropped
+    /// as truncated. `Err`: the kernel refused `UDP_GRO`.
+    pub fn enable_gro(&mut self, max_datagram: usize) -> Result<()> {
+        io::enable_udp_gro(self.fd)?;
+        self.max_datagram = max_datagram;
+        Ok(())
     }
 
     /// Replaces the send deadline (default [`DEFAULT_SEND_DEADLINE`]).
@@ -212,6 +228,10 @@ impl Worker {
     /// buffer.
     fn dispatch(&mut self, slot: Slot) {
         let mut pkt = self.pool.buffer(&slot);
+        if pkt.meta.segment != 0 {
+            return self.dispatch_train(slot);
+        }
+        pkt.meta.truncated |= pkt.meta.len > self.max_datagram;
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += pkt.meta.len as u64;
         match self.pipeline.process(&mut pkt) {
@@ -230,6 +250,63 @@ impl Worker {
             &mut self.counters,
             &mut self.samples,
         );
+    }
+
+    /// A GRO train: each segment is counted and goes through the pipeline
+    /// on its own, as if it had arrived alone; the echoed ones are moved
+    /// together (in order, so all but the last keep the segment size) and
+    /// go back as one train, or one datagram if only one is left.
+    fn dispatch_train(&mut self, slot: Slot) {
+        let pkt = self.pool.buffer(&slot);
+        let (data, first) = (pkt.data, *pkt.meta);
+        if first.truncated {
+            // Longer than the buffer (never with GRO_BUFFER-sized buffers):
+            // its segments cannot be told apart, none is echoed cut.
+            let n = first.datagrams();
+            self.counters.rx_packets += n;
+            self.counters.rx_bytes += first.len as u64;
+            self.counters.drop_n(DropReason::Truncated, n);
+            self.pool.free(slot);
+            return;
+        }
+        self.counters.gro_trains += 1;
+        self.counters.gro_datagrams += first.datagrams();
+        let seg = first.segment as usize;
+        let total = first.len.min(data.len());
+        let (mut kept, mut echoed, mut off) = (0, 0u64, 0);
+        while off < total {
+            let l = seg.min(total - off);
+            let mut meta = first;
+            meta.len = l;
+            meta.segment = 0;
+            meta.truncated = l > self.max_datagram;
+            self.counters.rx_packets += 1;
+            self.counters.rx_bytes += l as u64;
+            let mut one = crate::packet::PacketBuffer {
+                data: &mut data[off..off + l],
+                meta: &mut meta,
+            };
+            match self.pipeline.process(&mut one) {
+                // A stage may not change a segment's length: the train's
+                // shape (and amplification 1) depends on it.
+                Verdict::Echo if meta.len == l => {
+                    data.copy_within(off..off + l, kept);
+                    kept += l;
+                    echoed += 1;
+                }
+                Verdict::Echo => self.counters.drop(DropReason::Malformed),
+                Verdict::Drop(r) => self.counters.drop(r),
+            }
+            off += l;
+        }
+        if echoed == 0 {
+            self.pool.free(slot);
+            return;
+        }
+        let meta = self.pool.meta_mut(&slot);
+        meta.len = kept;
+        meta.segment = if echoed > 1 { first.segment } else { 0 };
+        self.backlog.push(slot);
     }
 
     /// Waits as the I/O model says. `None`: nothing to receive yet (the
@@ -330,12 +407,12 @@ impl Worker {
                 RecvWait::WaitForOne => 0, // bounded by SO_RCVTIMEO
                 RecvWait::DontWait => libc::MSG_DONTWAIT,
             };
-        match io::recv_into(self.fd, &mut self.scratch, flags) {
-            Ok(n) => {
+        match io::recv_discard(self.fd, &mut self.scratch, flags) {
+            Ok((datagrams, bytes)) => {
                 self.woken = false;
-                self.counters.rx_packets += 1;
-                self.counters.rx_bytes += n as u64;
-                self.counters.drop(DropReason::PoolExhausted);
+                self.counters.rx_packets += datagrams;
+                self.counters.rx_bytes += bytes as u64;
+                self.counters.drop_n(DropReason::PoolExhausted, datagrams);
                 self.publish(false);
                 Ok(())
             }

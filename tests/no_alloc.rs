@@ -1,7 +1,7 @@
 //! Proves the hot path does not touch the heap: a counting global allocator
 //! counts allocations made on the worker's thread while it echoes thousands
 //! of datagrams in steady state (after a warm-up round), in every I/O mode,
-//! with the `-v` packet log and in `--sockperf` reply mode.
+//! with GRO trains, with the `-v` packet log and in `--sockperf` reply mode.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -11,17 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use udp_packet_pool::counters::SharedCounters;
+use udp_packet_pool::io::send_train;
 use udp_packet_pool::logging::{self, LogThread, PacketLog};
 use udp_packet_pool::packet::PacketPool;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::samples;
+use udp_packet_pool::server;
 use udp_packet_pool::sockperf::{self, SockperfReply};
 use udp_packet_pool::worker::{IoMode, Worker};
 
 struct Counting;
 
 /// One counter slot per test, so the tests can run in parallel.
-const SLOTS: usize = 8;
+const SLOTS: usize = 12;
 const NOT_COUNTED: usize = usize::MAX;
 static ARMED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
 static WORKER_ALLOCS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
@@ -29,6 +31,8 @@ static WORKER_ALLOCS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
 thread_local! {
     /// The slot this thread's allocations count in (worker threads only).
     static SLOT: Cell<usize> = const { Cell::new(NOT_COUNTED) };
+    /// This test's client sends GSO trains (the worker runs with GRO).
+    static TRAINS: Cell<bool> = const { Cell::new(false) };
 }
 
 fn note() {
@@ -70,9 +74,17 @@ fn echo_round(
 ) {
     let mut buf = [0u8; 256];
     let datagrams: Vec<Vec<u8>> = (0..50).map(payload).collect();
+    // With GRO: the same datagrams as 5 GSO trains of 10.
+    let trains: Vec<Vec<u8>> = datagrams.chunks(10).map(|c| c.concat()).collect();
     for _ in 0..n / 50 {
-        for d in &datagrams {
-            client.send_to(d, to).unwrap();
+        if TRAINS.with(|t| t.get()) {
+            for t in &trains {
+                send_train(client, to, t, datagrams[0].len() as u16).unwrap();
+            }
+        } else {
+            for d in &datagrams {
+                client.send_to(d, to).unwrap();
+            }
         }
         for _ in 0..50 {
             client.recv_from(&mut buf).expect("echo");
@@ -107,11 +119,12 @@ fn assert_worker_allocates_nothing(
     let to = sock.local_addr().unwrap();
     let (mut sinks, source) = samples::channels(1);
     let stop = Arc::new(AtomicBool::new(false));
-    let w = Worker::new(
+    let gro = TRAINS.with(|t| t.get());
+    let mut w = Worker::new(
         0,
         sock,
         io,
-        PacketPool::new(256, 2048),
+        PacketPool::new(256, if gro { server::GRO_BUFFER } else { 2048 }),
         32,
         pipeline,
         sinks.remove(0),
@@ -119,6 +132,9 @@ fn assert_worker_allocates_nothing(
         stop.clone(),
     )
     .unwrap();
+    if gro {
+        w.enable_gro(2048).unwrap();
+    }
     // A stand-in metrics thread that recycles sample buffers, as the real one does.
     let drain = std::thread::spawn(move || {
         let mut n = 0u64;
@@ -146,6 +162,12 @@ fn assert_worker_allocates_nothing(
     let c = t.join().unwrap().unwrap();
     let samples = drain.join().unwrap();
     assert_eq!(c.tx_packets, 6000, "{what}");
+    if gro {
+        assert_eq!(
+            c.gro_datagrams, 6000,
+            "{what}: every datagram came in a train"
+        );
+    }
     assert!(
         samples > 0,
         "{what}: latency samples reached the metrics side"
@@ -245,4 +267,18 @@ fn guard_stages_allocate_nothing() {
         .with(AllowList::new(vec!["127.0.0.0/8".parse().unwrap()]))
         .with(RateLimit::new(table, Arc::new(TopLimited::new(1)), 0));
     assert_worker_allocates_nothing(6, "guards", IoMode::Blocking, p, &plain);
+}
+
+#[test]
+fn gro_trains_allocate_nothing() {
+    TRAINS.with(|t| t.set(true));
+    assert_worker_allocates_nothing(
+        9,
+        "gro blocking",
+        IoMode::Blocking,
+        Pipeline::echo(),
+        &plain,
+    );
+    assert_worker_allocates_nothing(10, "gro epoll", IoMode::Epoll, Pipeline::echo(), &plain);
+    TRAINS.with(|t| t.set(false));
 }

@@ -84,6 +84,12 @@ struct Args {
     /// How workers wait: blocking (batched, default), epoll, or spin (busy poll, one core per worker).
     #[arg(long, value_enum, default_value_t = IoMode::Blocking)]
     io: IoMode,
+    /// Receive GRO trains (UDP_GRO: the kernel hands over several datagrams of one flow in one buffer) and echo each train with one UDP_SEGMENT (GSO) send. On by default where the kernel allows; each datagram of a train still counts, and is filtered, on its own. Buffers become 64 KiB to hold a train (pages are used only as far as written).
+    #[arg(long, overrides_with = "no_gro")]
+    gro: bool,
+    /// Turn GRO off: one datagram per buffer of --packet-size bytes.
+    #[arg(long, overrides_with = "gro")]
+    no_gro: bool,
     /// Answer like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). Without it the echo is byte-exact (RFC 862).
     #[arg(long)]
     sockperf: bool,
@@ -231,6 +237,7 @@ fn run() -> u8 {
             send: args.sndbuf.map(|n| capped_buffer("--sndbuf", n)),
         },
         send_deadline: Duration::from_millis(args.send_deadline),
+        gro: !args.no_gro,
         guard: GuardConfig {
             allow_privileged_ports: args.allow_privileged_ports,
             no_loop_breaker: args.no_loop_breaker,
@@ -315,6 +322,11 @@ fn run() -> u8 {
             return 1;
         }
     };
+    if let Err(why) = handle.gro() {
+        stderr::line(format_args!(
+            "server: warning: {why}: running without GRO (one datagram per buffer)"
+        ));
+    }
     // Receive buffers are limits, not allocations: say at start when they
     // add up to what the host lets all UDP sockets hold together.
     if let Some(w) = UdpMem::read().and_then(|m| {
@@ -328,7 +340,7 @@ fn run() -> u8 {
         stderr::line(format_args!("server: warning: {w}"));
     }
     stderr::line(format_args!(
-        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, rcvbuf {} bytes, memory {:.1} MiB, {} replies; {})",
+        "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, {}, rcvbuf {} bytes, memory {:.1} MiB, {} replies; {})",
         handle.local_addr(),
         cfg.threads,
         if cfg.reuseport {
@@ -338,9 +350,17 @@ fn run() -> u8 {
         },
         if cfg.reuseport { "s" } else { "" },
         cfg.pool_size,
-        cfg.packet_size,
+        if handle.gro() == Ok(true) {
+            cfg.buffer_size()
+        } else {
+            cfg.packet_size
+        },
         cfg.batch,
         cfg.io,
+        match handle.gro() {
+            Ok(true) => format!("GRO/GSO trains, datagrams up to {} bytes", cfg.packet_size),
+            _ => "GRO off".to_string(),
+        },
         handle.recv_buffer(),
         server::memory_needed(&cfg).unwrap_or(0) as f64 / (1024.0 * 1024.0),
         if sockperf { "sockperf" } else { "byte-exact echo" },

@@ -1,5 +1,9 @@
 //! The posted receive ring: `recvmmsg` into pool buffers.
 //!
+//! With `UDP_GRO` on the socket, one entry may receive a train of
+//! datagrams coalesced by the kernel; its `UDP_GRO` control message gives
+//! the segment size, kept in `PacketMeta::segment`.
+//!
 //! Entry `i` of the ring holds one pool buffer, with its `mmsghdr`, iovec,
 //! address and control buffer already pointed at it. A receive fills the
 //! first `n` entries; [`RecvBatch::take_received`] moves those `n` buffers
@@ -19,9 +23,9 @@ use crate::pool::Slot;
 use super::addr;
 use super::clock::now_realtime_ns;
 
-/// Room for `SCM_TIMESTAMPNS` (timespec), `SO_RXQ_OVFL` (u32) and
-/// `IP_PKTINFO` or `IPV6_PKTINFO` control messages, 8-byte aligned as
-/// `cmsghdr` requires.
+/// Room for `SCM_TIMESTAMPNS` (timespec), `SO_RXQ_OVFL` (u32),
+/// `IP_PKTINFO` or `IPV6_PKTINFO` and `UDP_GRO` (int) control messages,
+/// 8-byte aligned as `cmsghdr` requires.
 const CMSG_WORDS: usize = 24;
 type CmsgBuf = [u64; CMSG_WORDS];
 
@@ -145,7 +149,12 @@ impl RecvBatch {
         let wall = now_realtime_ns();
         for i in 0..got {
             let h = &mut self.hdrs[i];
-            let (ts, ovfl, dest) = parse_cmsgs(&h.msg_hdr);
+            let Cmsgs {
+                ts,
+                ovfl,
+                dest,
+                gro,
+            } = parse_cmsgs(&h.msg_hdr);
             if ovfl.is_some() {
                 self.kernel_drops = ovfl;
             }
@@ -155,6 +164,7 @@ impl RecvBatch {
             meta.truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             meta.peer = peer.unwrap_or(meta.peer);
             meta.dest = dest;
+            meta.segment = train_segment(meta.len, gro);
             (meta.rx_ns, meta.rx_clock) = match ts {
                 Some(ns) => (ns, Clock::Kernel),
                 None => (wall, Clock::User),
@@ -196,16 +206,67 @@ impl RecvBatch {
     }
 }
 
-/// Reads `SCM_TIMESTAMPNS`, `SO_RXQ_OVFL` and the packet info from a
-/// received header.
+/// The segment size of a GRO train of `len` bytes whose `UDP_GRO` control
+/// message said `gro`; 0 when it is one datagram.
+fn train_segment(len: usize, gro: Option<u16>) -> u16 {
+    match gro {
+        Some(seg) if seg > 0 && len > seg as usize => seg,
+        _ => 0,
+    }
+}
+
+/// Takes one datagram (or GRO train) off the socket into `scratch` and
+/// forgets it; returns how many datagrams that was (the segments of a
+/// train, from its real length and `UDP_GRO` segment size, even when it
+/// did not fit) and their bytes. For a worker whose pool is empty.
+pub fn recv_discard(fd: RawFd, scratch: &mut [u8], flags: i32) -> io::Result<(u64, usize)> {
+    let mut ctrl: CmsgBuf = [0; CMSG_WORDS];
+    let mut iov = libc::iovec {
+        iov_base: scratch.as_mut_ptr().cast(),
+        iov_len: scratch.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.as_mut_ptr().cast();
+    msg.msg_controllen = mem::size_of::<CmsgBuf>() as _;
+    // SAFETY: `msg` points at `iov` (describing `scratch`) and `ctrl`, all
+    // live and writable for the call; no address is asked for.
+    let n = syscall!(recvmsg(fd, &mut msg, flags | libc::MSG_TRUNC))? as usize;
+    let seg = train_segment(n, parse_cmsgs(&msg).gro);
+    let datagrams = if seg == 0 {
+        1
+    } else {
+        n.div_ceil(seg as usize) as u64
+    };
+    Ok((datagrams, n))
+}
+
+/// What the control messages of one received datagram said.
+#[derive(Debug, Default)]
+struct Cmsgs {
+    /// `SCM_TIMESTAMPNS`, ns since the epoch.
+    ts: Option<u64>,
+    /// `SO_RXQ_OVFL`.
+    ovfl: Option<u32>,
+    /// `IP_PKTINFO` / `IPV6_PKTINFO`.
+    dest: Option<Destination>,
+    /// `UDP_GRO`: the segment size of a coalesced train.
+    gro: Option<u16>,
+}
+
+/// Reads `SCM_TIMESTAMPNS`, `SO_RXQ_OVFL`, the packet info and `UDP_GRO`
+/// from a received header.
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-fn parse_cmsgs(hdr: &libc::msghdr) -> (Option<u64>, Option<u32>, Option<Destination>) {
+fn parse_cmsgs(hdr: &libc::msghdr) -> Cmsgs {
     let mut ts = None;
     let mut ovfl = None;
     let mut dest = None;
+    let mut gro = None;
     if hdr.msg_control.is_null() || (hdr.msg_controllen as usize) < mem::size_of::<libc::cmsghdr>()
     {
-        return (ts, ovfl, dest);
+        return Cmsgs::default();
     }
     // SAFETY: `hdr` was filled by the kernel in `recvmmsg`: its control
     // buffer holds `msg_controllen` bytes of well-formed cmsgs, which the
@@ -240,12 +301,21 @@ fn parse_cmsgs(hdr: &libc::msghdr) -> (Option<u64>, Option<u32>, Option<Destinat
                         ifindex: p.ipi6_ifindex as u32,
                     });
                 }
+                (libc::SOL_UDP, libc::UDP_GRO) => {
+                    let seg = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    gro = u16::try_from(seg).ok();
+                }
                 _ => {}
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
-    (ts, ovfl, dest)
+    Cmsgs {
+        ts,
+        ovfl,
+        dest,
+        gro,
+    }
 }
 
 #[cfg(test)]

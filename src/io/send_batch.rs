@@ -1,5 +1,10 @@
 //! One `sendmmsg` call over pool buffers, with the outcome as a value.
 //!
+//! Each entry carries the packet info that makes the reply leave from the
+//! request's destination address, and a buffer holding a GRO train goes
+//! out as one `UDP_SEGMENT` (GSO) send that the kernel cuts into the
+//! original datagrams.
+//!
 //! A [`SendBatch`] points its headers at the buffers it is given and makes
 //! exactly one system call (`EINTR` is retried): the caller (the worker's
 //! send backlog) decides what a short count or an errno means. A
@@ -70,30 +75,36 @@ pub struct SendFault {
     pub errno: i32,
 }
 
-/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message.
-type CtrlBuf = [u64; 8];
+/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message and one
+/// `UDP_SEGMENT` (u16) after it.
+type CtrlBuf = [u64; 12];
 
-/// Writes the packet-info control message that makes a reply leave from
-/// `d.local` (the address the request was sent to) into `buf`; returns its
-/// length.
+/// Writes the control messages of one reply into `buf` and returns their
+/// length: the packet info that makes it leave from `dest.local` (the
+/// address the request was sent to), and with `segment` > 0 a
+/// `UDP_SEGMENT` that makes the kernel cut the buffer into datagrams of
+/// that size (a GSO train, the echo of a GRO train).
 #[allow(clippy::unnecessary_cast)]
-fn write_pktinfo(buf: &mut CtrlBuf, d: &Destination) -> usize {
-    *buf = [0; 8];
-    // SAFETY: msghdr is a plain C struct; all-zero is valid.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_control = buf.as_mut_ptr().cast();
-    msg.msg_controllen = mem::size_of::<CtrlBuf>() as _;
-    // SAFETY: `msg` describes `buf` (64 bytes, 8-byte aligned), which holds
-    // one cmsghdr plus the larger of in_pktinfo (12 bytes) and in6_pktinfo
-    // (20 bytes): CMSG_FIRSTHDR is non-null and CMSG_DATA stays inside
-    // `buf`; the data is written unaligned-safe.
+fn write_ctrl(buf: &mut CtrlBuf, dest: Option<&Destination>, segment: u16) -> usize {
+    *buf = [0; 12];
+    let base = buf.as_mut_ptr().cast::<u8>();
+    let mut used = 0usize;
+    // SAFETY: `buf` is 96 bytes, 8-byte aligned; each message is written at
+    // a CMSG_SPACE-aligned offset, and the two together (at most
+    // CMSG_SPACE(20) + CMSG_SPACE(2) = 40 + 24 bytes) stay inside it; data
+    // is written unaligned-safe.
     unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        match d.local {
-            IpAddr::V4(a) => {
-                (*c).cmsg_level = libc::IPPROTO_IP;
-                (*c).cmsg_type = libc::IP_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as _;
+        let mut put = |level: i32, ty: i32, data: &[u8]| {
+            let c = base.add(used).cast::<libc::cmsghdr>();
+            (*c).cmsg_level = level;
+            (*c).cmsg_type = ty;
+            (*c).cmsg_len = libc::CMSG_LEN(data.len() as u32) as _;
+            let dst = libc::CMSG_DATA(c);
+            std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len());
+            used += libc::CMSG_SPACE(data.len() as u32) as usize;
+        };
+        match dest.map(|d| (d.local, d.ifindex)) {
+            Some((IpAddr::V4(a), _)) => {
                 let info = libc::in_pktinfo {
                     ipi_ifindex: 0,
                     ipi_spec_dst: libc::in_addr {
@@ -101,24 +112,64 @@ fn write_pktinfo(buf: &mut CtrlBuf, d: &Destination) -> usize {
                     },
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-                libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as usize
+                put(libc::IPPROTO_IP, libc::IP_PKTINFO, as_bytes(&info));
             }
-            IpAddr::V6(a) => {
-                (*c).cmsg_level = libc::IPPROTO_IPV6;
-                (*c).cmsg_type = libc::IPV6_PKTINFO;
-                (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in6_pktinfo>() as u32) as _;
+            Some((IpAddr::V6(a), ifindex)) => {
                 let info = libc::in6_pktinfo {
                     ipi6_addr: libc::in6_addr {
                         s6_addr: a.octets(),
                     },
-                    ipi6_ifindex: d.ifindex,
+                    ipi6_ifindex: ifindex,
                 };
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
-                libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32) as usize
+                put(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, as_bytes(&info));
             }
+            None => {}
+        }
+        if segment > 0 {
+            put(libc::SOL_UDP, libc::UDP_SEGMENT, &segment.to_ne_bytes());
         }
     }
+    used
+}
+
+/// The bytes of a plain C struct (no padding read: both pktinfo structs
+/// are padding-free).
+fn as_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: `v` is a live `T` of `size_of::<T>()` bytes; the callers pass
+    // only in_pktinfo and in6_pktinfo, which have no padding.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), mem::size_of::<T>()) }
+}
+
+/// Sends `buf` to `to` as one GSO train: the kernel cuts it into datagrams
+/// of `segment` bytes (the last may be shorter), with one `sendmsg`. At
+/// most 64 KiB and (on Linux) 64 segments. For tests and tools that need
+/// a sender of trains.
+pub fn send_train(
+    sock: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    buf: &[u8],
+    segment: u16,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut name = addr::zeroed_storage();
+    let namelen = addr::encode(&to, &mut name);
+    let mut ctrl: CtrlBuf = [0; 12];
+    let clen = write_ctrl(&mut ctrl, None, segment);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is a plain C struct; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = namelen;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.as_mut_ptr().cast();
+    msg.msg_controllen = clen as _;
+    // SAFETY: `msg` points at `name`, `iov` (describing `buf`, only read by
+    // the kernel) and `ctrl`, all live for the call.
+    syscall!(sendmsg(sock.as_raw_fd(), &msg, 0)).map(|n| n as usize)
 }
 
 /// Pre-allocated `mmsghdr` arrays for one worker's batched send.
@@ -152,7 +203,7 @@ impl SendBatch {
             hdrs: vec![zero_hdr; cap].into_boxed_slice(),
             iovs: vec![zero_iov; cap].into_boxed_slice(),
             names: vec![addr::zeroed_storage(); cap].into_boxed_slice(),
-            ctrls: vec![[0u64; 8]; cap].into_boxed_slice(),
+            ctrls: vec![[0u64; 12]; cap].into_boxed_slice(),
             fault: None,
             calls: 0,
         }
@@ -193,6 +244,11 @@ impl SendBatch {
         for (k, slot) in slots.iter().take(n).enumerate() {
             let meta = pool.meta(slot);
             let (len, peer, dest) = (meta.len.min(size), meta.peer, meta.dest);
+            let segment = if (meta.segment as usize) < len {
+                meta.segment
+            } else {
+                0
+            };
             let namelen = addr::encode(&peer, &mut self.names[k]);
             self.iovs[k] = libc::iovec {
                 iov_base: pool.data_ptr(slot).cast(),
@@ -204,16 +260,16 @@ impl SendBatch {
             h.msg_hdr.msg_namelen = namelen;
             h.msg_hdr.msg_iov = &mut self.iovs[k];
             h.msg_hdr.msg_iovlen = 1;
-            // Reply from the address the request was sent to.
-            match dest {
-                Some(d) => {
-                    let n = write_pktinfo(&mut self.ctrls[k], &d);
-                    h.msg_hdr.msg_control = self.ctrls[k].as_mut_ptr().cast();
-                    h.msg_hdr.msg_controllen = n as _;
-                }
-                None => {
+            // Reply from the address the request was sent to; a train as
+            // one GSO send.
+            match write_ctrl(&mut self.ctrls[k], dest.as_ref(), segment) {
+                0 => {
                     h.msg_hdr.msg_control = std::ptr::null_mut();
                     h.msg_hdr.msg_controllen = 0;
+                }
+                n => {
+                    h.msg_hdr.msg_control = self.ctrls[k].as_mut_ptr().cast();
+                    h.msg_hdr.msg_controllen = n as _;
                 }
             }
             h.msg_hdr.msg_flags = 0;

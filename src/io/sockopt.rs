@@ -51,6 +51,13 @@ pub fn enable_rxq_ovfl(fd: RawFd) -> io::Result<()> {
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
 }
 
+/// `UDP_GRO`: the kernel may hand over several datagrams of one flow as
+/// one coalesced train, with a `UDP_GRO` control message giving the
+/// segment size. Fails where the kernel lacks it (before Linux 5.0).
+pub fn enable_udp_gro(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_UDP, libc::UDP_GRO, 1)
+}
+
 /// `IP_RECVERR` on an IPv4 socket (tests use it to provoke ICMP errors).
 pub fn enable_ip_recverr(fd: RawFd) -> io::Result<()> {
     set_int_opt(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
