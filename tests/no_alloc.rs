@@ -182,6 +182,11 @@ fn spin_mode_allocates_nothing() {
 }
 
 #[test]
+fn uring_mode_allocates_nothing() {
+    assert_worker_allocates_nothing(7, "uring", IoMode::Uring, Pipeline::echo(), &plain);
+}
+
+#[test]
 fn sockperf_reply_mode_allocates_nothing() {
     // As the server binary builds it for --sockperf.
     let p = Pipeline::echo().with(SockperfReply);

@@ -81,7 +81,7 @@ struct Args {
     /// Packet log lines per second per worker with -v.
     #[arg(long, default_value_t = 20)]
     log_rate: u32,
-    /// How workers wait: blocking (batched, default), epoll, or spin (busy poll, one core per worker).
+    /// How workers wait: blocking (batched, default), epoll, spin (busy poll, one core per worker), or uring (io_uring multishot recvmsg into the pool's buffers; falls back to epoll, saying why, where io_uring is unavailable).
     #[arg(long, value_enum, default_value_t = IoMode::Blocking)]
     io: IoMode,
     /// Answer like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). Without it the echo is byte-exact (RFC 862).
@@ -258,6 +258,15 @@ fn run() -> u8 {
             stderr::line(format_args!("server: cannot start: {e}"));
             return 1;
         }
+    };
+    if let Some(why) = handle.io_fallback() {
+        stderr::line(format_args!(
+            "server: io_uring unavailable ({why}); falling back to --io epoll"
+        ));
+    }
+    let cfg = ServerConfig {
+        io: handle.io_mode(),
+        ..cfg
     };
     // Startup ends with the "listening on" line: every worker runs
     // (start_with waits for them) and every signal handler is installed

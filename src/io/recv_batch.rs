@@ -199,7 +199,7 @@ impl RecvBatch {
 /// Reads `SCM_TIMESTAMPNS`, `SO_RXQ_OVFL` and the packet info from a
 /// received header.
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-fn parse_cmsgs(hdr: &libc::msghdr) -> (Option<u64>, Option<u32>, Option<Destination>) {
+pub(crate) fn parse_cmsgs(hdr: &libc::msghdr) -> (Option<u64>, Option<u32>, Option<Destination>) {
     let mut ts = None;
     let mut ovfl = None;
     let mut dest = None;
