@@ -99,6 +99,8 @@ pub struct Uring {
     frame_len: u32,
     armed: bool,
     poll_out: bool,
+    /// Built disabled: enabled by the first wait, on the worker's thread.
+    disabled: bool,
 }
 
 // SAFETY: the msghdr and ring memory are owned by this value and only
@@ -121,10 +123,27 @@ impl Uring {
             ));
         }
         let entries = cap.next_power_of_two();
-        let ring = IoUring::builder()
-            .setup_cqsize((entries as u32 + SQ_ENTRIES).next_power_of_two())
+        let cq = (entries as u32 + SQ_ENTRIES).next_power_of_two();
+        // Completions are posted only when the worker waits (deferred task
+        // work, one issuer: the worker thread, fixed when it first waits
+        // and enables the ring); kernels before 6.1 get a plain ring.
+        let (ring, disabled) = match IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
             .build(SQ_ENTRIES)
-            .map_err(|e| with_context(e, "io_uring_setup"))?;
+        {
+            Ok(r) => (r, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (
+                IoUring::builder()
+                    .setup_cqsize(cq)
+                    .build(SQ_ENTRIES)
+                    .map_err(|e| with_context(e, "io_uring_setup"))?,
+                false,
+            ),
+            Err(e) => return Err(with_context(e, "io_uring_setup")),
+        };
         if !ring.params().is_feature_ext_arg() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -151,6 +170,7 @@ impl Uring {
             frame_len,
             armed: false,
             poll_out: false,
+            disabled,
         };
         u.refill(pool);
         Ok(u)
@@ -204,6 +224,13 @@ impl Uring {
     /// (not at all if one is ready); with `want_writable`, also for room
     /// to send.
     pub fn wait(&mut self, timeout: Duration, want_writable: bool) -> io::Result<Waited> {
+        if self.disabled {
+            self.ring
+                .submitter()
+                .register_enable_rings()
+                .map_err(|e| with_context(e, "io_uring enable"))?;
+            self.disabled = false;
+        }
         if want_writable && !self.poll_out {
             let e = opcode::PollAdd::new(types::Fd(self.fd), libc::POLLOUT as u32)
                 .build()
