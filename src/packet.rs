@@ -120,6 +120,8 @@ impl PacketBuffer<'_> {
 pub struct PacketPool {
     list: FreeList,
     packet_size: usize,
+    /// Bytes before each buffer's payload (see [`PacketPool::with_headroom`]).
+    headroom: usize,
     slab: Slab,
     meta: Box<[PacketMeta]>,
 }
@@ -127,14 +129,24 @@ pub struct PacketPool {
 impl PacketPool {
     /// `capacity` buffers of `packet_size` bytes each, allocated now.
     pub fn new(capacity: usize, packet_size: usize) -> PacketPool {
-        let bytes = capacity
-            .checked_mul(packet_size)
+        PacketPool::with_headroom(capacity, packet_size, 0)
+    }
+
+    /// Like [`new`](Self::new), with `headroom` bytes before each buffer's
+    /// `packet_size` payload bytes: room the kernel fills ahead of the
+    /// payload (io_uring's multishot `recvmsg` header, address and control
+    /// messages, `io::uring`). Payload views and pointers start after it.
+    pub fn with_headroom(capacity: usize, packet_size: usize, headroom: usize) -> PacketPool {
+        let bytes = packet_size
+            .checked_add(headroom)
+            .and_then(|stride| capacity.checked_mul(stride))
             .expect("pool size times packet size overflows");
         let mut list = FreeList::new(capacity);
         list.add_bytes(bytes + capacity * std::mem::size_of::<PacketMeta>());
         PacketPool {
             list,
             packet_size,
+            headroom,
             slab: Slab::new(bytes),
             meta: vec![PacketMeta::default(); capacity].into_boxed_slice(),
         }
@@ -167,15 +179,28 @@ impl PacketPool {
         self.list.available()
     }
 
+    /// Bytes before each payload (0 unless built [`with_headroom`](Self::with_headroom)).
+    pub fn headroom(&self) -> usize {
+        self.headroom
+    }
+
+    /// Start of `slot`'s headroom in the slab.
     fn offset(&self, slot: &Slot) -> usize {
         assert!(self.list.owns(slot), "slot from another pool");
-        slot.index() * self.packet_size
+        slot.index() * (self.headroom + self.packet_size)
+    }
+
+    /// The headroom bytes of `slot` (what the kernel wrote before the payload).
+    #[inline]
+    pub fn headroom_bytes(&mut self, slot: &Slot) -> &[u8] {
+        let start = self.offset(slot);
+        self.slab.slice_mut(start, self.headroom)
     }
 
     /// The buffer and metadata behind `slot`.
     #[inline]
     pub fn buffer(&mut self, slot: &Slot) -> PacketBuffer<'_> {
-        let start = self.offset(slot);
+        let start = self.offset(slot) + self.headroom;
         PacketBuffer {
             data: self.slab.slice_mut(start, self.packet_size),
             meta: &mut self.meta[slot.index()],
@@ -201,6 +226,16 @@ impl PacketPool {
     /// while the kernel uses the pointer.
     #[inline]
     pub(crate) fn data_ptr(&mut self, slot: &Slot) -> *mut u8 {
+        let start = self.offset(slot) + self.headroom;
+        self.slab.ptr(start)
+    }
+
+    /// Start of `slot`'s whole buffer (headroom, then payload:
+    /// `headroom() + packet_size()` bytes), derived like
+    /// [`data_ptr`](Self::data_ptr), for a kernel that fills both
+    /// (io_uring's provided buffers).
+    #[inline]
+    pub(crate) fn frame_ptr(&mut self, slot: &Slot) -> *mut u8 {
         let start = self.offset(slot);
         self.slab.ptr(start)
     }

@@ -21,7 +21,7 @@ use crate::guard::rate::{RateConfig, RateLimit, RateTable, TopLimited};
 use crate::guard::source::SourceGuard;
 use crate::logging::{self, LogThread, PacketLog};
 use crate::metrics::{self, MetricsConfig};
-use crate::packet::{PacketPool, DEFAULT_PACKET_SIZE};
+use crate::packet::DEFAULT_PACKET_SIZE;
 use crate::process::Pipeline;
 use crate::report::Report;
 use crate::samples;
@@ -130,6 +130,10 @@ pub struct ServerHandle {
     log: Option<LogThread>,
     /// GRO in use, or why the kernel refused it.
     gro: Result<bool, String>,
+    /// The I/O model the workers run, and why it differs from the one
+    /// asked for (io_uring unavailable), if it does.
+    io: IoMode,
+    io_fallback: Option<String>,
 }
 
 /// Binds and starts everything; returns once every worker thread runs.
@@ -144,6 +148,18 @@ pub fn start_with(
     cfg: &ServerConfig,
     mut pipeline: impl FnMut(usize) -> Pipeline,
 ) -> io::Result<ServerHandle> {
+    let (io, io_fallback) = resolve_io(cfg.io);
+    let cfg = &ServerConfig { io, ..cfg.clone() };
+    if cfg.io == IoMode::Uring && cfg.pool_size > crate::io::uring::MAX_POOL {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--io uring takes at most {} buffers per worker (--pool-size {}): the kernel's buffer ring limit",
+                crate::io::uring::MAX_POOL,
+                cfg.pool_size
+            ),
+        ));
+    }
     if cfg.threads == 0 || cfg.pool_size == 0 || cfg.batch == 0 || cfg.packet_size == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -232,7 +248,7 @@ pub fn start_with(
         } else {
             cfg.packet_size
         };
-        let pool = PacketPool::new(cfg.pool_size, buffer);
+        let pool = Worker::pool_for(cfg.io, cfg.pool_size, buffer);
         let mut w = Worker::new(
             id,
             sock,
@@ -320,7 +336,21 @@ pub fn start_with(
         metrics,
         log,
         gro,
+        io,
+        io_fallback,
     })
+}
+
+/// `--io uring` where io_uring cannot run falls back to `--io epoll` (the
+/// other readiness-driven, non-blocking model), with the reason.
+fn resolve_io(io: IoMode) -> (IoMode, Option<String>) {
+    match io {
+        IoMode::Uring => match crate::io::uring::probe() {
+            Ok(()) => (IoMode::Uring, None),
+            Err(why) => (IoMode::Epoll, Some(why)),
+        },
+        other => (other, None),
+    }
 }
 
 impl ServerHandle {
@@ -338,6 +368,16 @@ impl ServerHandle {
     /// The kernel's receive buffer size per socket (`SO_RCVBUF` as read back).
     pub fn recv_buffer(&self) -> usize {
         self.recv_buffer
+    }
+
+    /// The I/O model the workers run (`epoll` after a fallback from `uring`).
+    pub fn io_mode(&self) -> IoMode {
+        self.io
+    }
+
+    /// Why `--io uring` fell back to `epoll`, if it did.
+    pub fn io_fallback(&self) -> Option<&str> {
+        self.io_fallback.as_deref()
     }
 
     /// Asks every worker to finish (each notices within 100 ms).
@@ -405,15 +445,24 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Bytes a configuration allocates at start: every worker's pool (slab,
-/// metadata, free list, send-backlog queue) and the rate table. `None`
+/// metadata, free list, send-backlog queue; with `--io uring` also each
+/// buffer's headroom and the buffer ring) and the rate table. `None`
 /// when it does not even fit in a `usize`.
 pub fn memory_needed(cfg: &ServerConfig) -> Option<u64> {
     let per_buffer = (cfg.buffer_size() as u64)
         .checked_add(std::mem::size_of::<crate::packet::PacketMeta>() as u64)?
         .checked_add(4 + 8)?; // free-list index, backlog slot
-    let pools = (cfg.threads as u64)
-        .checked_mul(cfg.pool_size as u64)?
-        .checked_mul(per_buffer)?;
+    let uring = match cfg.io {
+        IoMode::Uring => {
+            crate::io::uring::extra_bytes(cfg.pool_size.min(crate::io::uring::MAX_POOL)) as u64
+        }
+        _ => 0,
+    };
+    let pools = (cfg.threads as u64).checked_mul(
+        (cfg.pool_size as u64)
+            .checked_mul(per_buffer)?
+            .checked_add(uring)?,
+    )?;
     let table = cfg.guard.rate.map_or(0, |r| {
         (r.table_size.clamp(1, 1 << 30).next_power_of_two() as u64) * 8
     });

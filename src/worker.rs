@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::backlog::{SendBacklog, Stall, DEFAULT_SEND_DEADLINE};
 use crate::counters::{Counters, SharedCounters};
+use crate::io::uring::{self, Uring};
 pub use crate::io::IoMode;
 use crate::io::{self, Held, RecvBatch, RecvWait, SendFault, Waiter, Wake};
 use crate::packet::PacketPool;
@@ -40,6 +41,10 @@ pub struct Worker {
     _socket: UdpSocket,
     fd: RawFd,
     waiter: Waiter,
+    /// `--io uring`: the backend that receives instead of `waiter` + `rx`.
+    /// Declared before `pool`, so it is dropped (stopping the kernel's
+    /// writes into the buffers) before the pool is freed.
+    uring: Option<Uring>,
     pool: PacketPool,
     rx: RecvBatch,
     backlog: SendBacklog,
@@ -61,7 +66,9 @@ pub struct Worker {
 impl Worker {
     /// A worker receiving on `socket` with `pool`, up to `batch` datagrams a
     /// call. Sets the socket's timestamps, drop counter, extended error
-    /// reporting and blocking mode.
+    /// reporting and blocking mode. With [`IoMode::Uring`] the pool needs
+    /// [`uring::HEADROOM`] (see [`Worker::pool_for`]); a pool without it is
+    /// rebuilt here with the same capacity and packet size.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
@@ -74,6 +81,10 @@ impl Worker {
         shared: Arc<SharedCounters>,
         stop: Arc<AtomicBool>,
     ) -> Result<Worker> {
+        let mut pool = pool;
+        if io == IoMode::Uring && pool.headroom() < uring::HEADROOM {
+            pool = Worker::pool_for(io, pool.stats().capacity, pool.packet_size());
+        }
         let batch = batch.clamp(1, u16::MAX as usize);
         let fd = socket.as_raw_fd();
         let kernel_clock = io::enable_rx_timestamps(fd).is_ok();
@@ -84,6 +95,10 @@ impl Worker {
         // destinations can be refused (guard::dest).
         let _ = io::enable_pktinfo(fd, ipv6);
         let waiter = Waiter::new(io, &socket, IDLE_WAKE)?;
+        let uring = match io {
+            IoMode::Uring => Some(Uring::new(fd, &mut pool)?),
+            _ => None,
+        };
         let scratch = vec![0u8; pool.packet_size().max(1)].into_boxed_slice();
         let capacity = pool.stats().capacity;
         Ok(Worker {
@@ -91,6 +106,7 @@ impl Worker {
             _socket: socket,
             fd,
             waiter,
+            uring,
             rx: RecvBatch::new(batch),
             backlog: SendBacklog::new(capacity, batch, DEFAULT_SEND_DEADLINE),
             work: Vec::with_capacity(batch),
@@ -117,6 +133,18 @@ impl Worker {
         io::enable_udp_gro(self.fd)?;
         self.max_datagram = max_datagram;
         Ok(())
+    }
+
+    /// A pool of `capacity` buffers of `packet_size` payload bytes laid out
+    /// for `io` (with io_uring's headroom before each payload for
+    /// [`IoMode::Uring`]).
+    pub fn pool_for(io: IoMode, capacity: usize, packet_size: usize) -> PacketPool {
+        let headroom = if io == IoMode::Uring {
+            uring::HEADROOM
+        } else {
+            0
+        };
+        PacketPool::with_headroom(capacity, packet_size, headroom)
     }
 
     /// Replaces the send deadline (default [`DEFAULT_SEND_DEADLINE`]).
@@ -167,6 +195,7 @@ impl Worker {
     }
 
     fn finish(&mut self) {
+        self.finish_uring();
         self.backlog.close(
             self.fd,
             &mut self.pool,
@@ -174,6 +203,9 @@ impl Worker {
             &mut self.samples,
         );
         self.rx.release(&mut self.pool);
+        if let Some(u) = self.uring.as_mut() {
+            u.release(&mut self.pool);
+        }
         self.samples.flush();
         self.counters.sleeps = io::thread_voluntary_switches();
         self.publish(true);
@@ -197,6 +229,9 @@ impl Worker {
     /// a batch, decide each one's fate, send. Returns `Err` only for errors
     /// that end the worker.
     pub fn poll_once(&mut self) -> Result<()> {
+        if self.uring.is_some() {
+            return self.poll_once_uring();
+        }
         if !self.backlog.is_empty() {
             self.flush_backlog();
         }
@@ -312,10 +347,7 @@ impl Worker {
     /// Waits as the I/O model says. `None`: nothing to receive yet (the
     /// round is over); `Some(wait)`: receive with this wait.
     fn wait_for_work(&mut self) -> Result<Option<RecvWait>> {
-        let held = (!self.backlog.is_empty()).then(|| Held {
-            want_writable: self.backlog.stall() == Stall::WouldBlock,
-            timeout_ms: self.backlog_timeout_ms(),
-        });
+        let held = self.held();
         let w = self.waiter.wait(self.fd, held)?;
         if w.writable {
             self.backlog.mark_writable();
@@ -333,6 +365,14 @@ impl Worker {
                 Ok(None)
             }
         }
+    }
+
+    /// What the send backlog asks of the next wait, if it holds echoes.
+    fn held(&self) -> Option<Held> {
+        (!self.backlog.is_empty()).then(|| Held {
+            want_writable: self.backlog.stall() == Stall::WouldBlock,
+            timeout_ms: self.backlog_timeout_ms(),
+        })
     }
 
     /// How long to wait while echoes are held: until the next retry or
@@ -417,6 +457,83 @@ impl Worker {
                 Ok(())
             }
             Err(e) => self.recv_failed(e),
+        }
+    }
+}
+
+/// `--io uring` (`io::uring`): the same round as [`Worker::poll_once`],
+/// with the kernel receiving into the pool's buffers ahead of the worker.
+impl Worker {
+    /// One round: send what the backlog holds, post free buffers to the
+    /// kernel (re-arming the receive), wait for completions, dispatch up
+    /// to `--batch` received datagrams, send.
+    fn poll_once_uring(&mut self) -> Result<()> {
+        if !self.backlog.is_empty() {
+            self.flush_backlog();
+        }
+        let held = self.held();
+        let Some(u) = self.uring.as_mut() else {
+            return Ok(());
+        };
+        u.refill(&mut self.pool);
+        let (timeout_ms, want_writable) = held.map_or((IDLE_WAKE.as_millis() as i32, false), |h| {
+            (h.timeout_ms, h.want_writable)
+        });
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+        let waited = u
+            .wait(timeout, want_writable)
+            .map_err(|e| Error::new(e.kind(), format!("worker {}: {e}", self.id)))?;
+        let mut work = std::mem::take(&mut self.work);
+        let cap = work.capacity().max(1);
+        let done = u.complete(&mut self.pool, &mut work, cap, &mut self.rx.kernel_drops);
+        if done.writable {
+            self.backlog.mark_writable();
+        }
+        if done.received > 0 && waited.slept {
+            self.counters.wakeups += 1;
+        }
+        for slot in work.drain(..) {
+            self.dispatch(slot);
+        }
+        self.work = work;
+        if let Some(e) = done.error {
+            self.recv_failed(e)?;
+        }
+        if done.received > 0 {
+            self.flush_backlog();
+            self.tick(false);
+        } else if !waited.ready {
+            self.tick(timeout >= IDLE_WAKE);
+        }
+        Ok(())
+    }
+
+    /// At shutdown: cancel the receive and dispatch the datagrams the
+    /// kernel placed before it ended (bounded), so none is left unaccounted
+    /// and no request still uses a buffer.
+    fn finish_uring(&mut self) {
+        let Some(u) = self.uring.as_mut() else {
+            return;
+        };
+        u.cancel();
+        for _ in 0..50 {
+            let Some(u) = self.uring.as_mut() else {
+                return;
+            };
+            if u.idle() {
+                break;
+            }
+            if u.wait(Duration::from_millis(20), false).is_err() {
+                break;
+            }
+            let mut work = std::mem::take(&mut self.work);
+            let cap = work.capacity().max(1);
+            u.complete(&mut self.pool, &mut work, cap, &mut self.rx.kernel_drops);
+            for slot in work.drain(..) {
+                self.dispatch(slot);
+            }
+            self.work = work;
+            self.flush_backlog();
         }
     }
 }

@@ -81,7 +81,7 @@ fn run(cfg: &ServerConfig) -> (Vec<Vec<u8>>, udp_packet_pool::report::Report) {
 
 #[test]
 fn every_datagram_of_a_train_is_counted_and_filtered_on_its_own() {
-    for io in [IoMode::Blocking, IoMode::Epoll, IoMode::Spin] {
+    for io in [IoMode::Blocking, IoMode::Epoll, IoMode::Spin, IoMode::Uring] {
         for gro in [true, false] {
             let (got, r) = run(&config(io, gro, 2048));
             let what = format!("{io:?} gro {gro}: {r}");

@@ -204,6 +204,11 @@ fn spin_mode_allocates_nothing() {
 }
 
 #[test]
+fn uring_mode_allocates_nothing() {
+    assert_worker_allocates_nothing(7, "uring", IoMode::Uring, Pipeline::echo(), &plain);
+}
+
+#[test]
 fn sockperf_reply_mode_allocates_nothing() {
     // As the server binary builds it for --sockperf.
     let p = Pipeline::echo().with(SockperfReply);
@@ -280,5 +285,6 @@ fn gro_trains_allocate_nothing() {
         &plain,
     );
     assert_worker_allocates_nothing(10, "gro epoll", IoMode::Epoll, Pipeline::echo(), &plain);
+    assert_worker_allocates_nothing(11, "gro uring", IoMode::Uring, Pipeline::echo(), &plain);
     TRAINS.with(|t| t.set(false));
 }

@@ -1,6 +1,6 @@
 //! Random datagrams through every server mode, at library level: the plain
-//! echo and the `--sockperf` pipeline, each in the blocking, epoll and spin
-//! I/O modes. A seeded generator (reproducible; the seed is printed) sends
+//! echo and the `--sockperf` pipeline, each in the blocking, epoll, spin and
+//! uring I/O modes. A seeded generator (reproducible; the seed is printed) sends
 //! a few hundred datagrams of random length (0..1400, edge lengths often;
 //! many exceed the 512-byte buffers and must be dropped as truncated) and
 //! random bytes; for the sockperf pipeline most of them carry a
@@ -245,6 +245,16 @@ fn plain_echo_epoll() {
 #[test]
 fn plain_echo_spin() {
     run(IoMode::Spin, false, seed(IoMode::Spin, false));
+}
+
+#[test]
+fn plain_echo_uring() {
+    run(IoMode::Uring, false, seed(IoMode::Uring, false));
+}
+
+#[test]
+fn sockperf_uring() {
+    run(IoMode::Uring, true, seed(IoMode::Uring, true));
 }
 
 #[test]

@@ -138,7 +138,7 @@ fn icmp_errors_are_counted_never_fatal() {
 
 #[test]
 fn stop_flag_ends_a_running_worker_and_every_buffer_comes_back() {
-    for io in [IoMode::Blocking, IoMode::Epoll, IoMode::Spin] {
+    for io in [IoMode::Blocking, IoMode::Epoll, IoMode::Spin, IoMode::Uring] {
         let (w, server, shared, stop) = worker_with_stop(16, 8, io);
         let to = server.local_addr().unwrap();
         let t = std::thread::spawn(move || w.run());

@@ -81,7 +81,7 @@ struct Args {
     /// Packet log lines per second per worker with -v.
     #[arg(long, default_value_t = 20)]
     log_rate: u32,
-    /// How workers wait: blocking (batched, default), epoll, or spin (busy poll, one core per worker).
+    /// How workers wait: blocking (batched, default), epoll, spin (busy poll, one core per worker), or uring (io_uring multishot recvmsg into the pool's buffers; falls back to epoll, saying why, where io_uring is unavailable).
     #[arg(long, value_enum, default_value_t = IoMode::Blocking)]
     io: IoMode,
     /// Receive GRO trains (UDP_GRO: the kernel hands over several datagrams of one flow in one buffer) and echo each train with one UDP_SEGMENT (GSO) send. On by default where the kernel allows; each datagram of a train still counts, and is filtered, on its own. Buffers become 64 KiB to hold a train (pages are used only as far as written).
@@ -265,6 +265,15 @@ fn run() -> u8 {
             stderr::line(format_args!("server: cannot start: {e}"));
             return 1;
         }
+    };
+    if let Some(why) = handle.io_fallback() {
+        stderr::line(format_args!(
+            "server: io_uring unavailable ({why}); falling back to --io epoll"
+        ));
+    }
+    let cfg = ServerConfig {
+        io: handle.io_mode(),
+        ..cfg
     };
     // Startup ends with the "listening on" line: every worker runs
     // (start_with waits for them) and every signal handler is installed

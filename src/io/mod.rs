@@ -6,6 +6,8 @@
 //!   [`blocking`], [`epoll`] (also readiness in general) and [`spin`].
 //! - [`recv_batch`]: the posted receive ring (`recvmmsg` into pool buffers,
 //!   control messages: `SO_TIMESTAMPNS`, `SO_RXQ_OVFL`).
+//! - [`uring`]: the io_uring backend (`--io uring`): a multishot `recvmsg`
+//!   over a provided-buffer ring made of the worker's pool buffers.
 //! - [`send_batch`]: one `sendmmsg` call over pool buffers, errors as values.
 //! - [`sockopt`]: socket options socket2 lacks, `SO_MEMINFO` drop counter,
 //!   the `IP_RECVERR` error queue.
@@ -45,6 +47,7 @@ pub mod send_batch;
 pub mod slab;
 pub mod sockopt;
 pub mod spin;
+pub mod uring;
 pub mod waiter;
 
 pub use clock::{now_monotonic_ns, now_realtime_ns, process_cpu_ns, thread_voluntary_switches};

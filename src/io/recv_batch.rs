@@ -208,7 +208,7 @@ impl RecvBatch {
 
 /// The segment size of a GRO train of `len` bytes whose `UDP_GRO` control
 /// message said `gro`; 0 when it is one datagram.
-fn train_segment(len: usize, gro: Option<u16>) -> u16 {
+pub(crate) fn train_segment(len: usize, gro: Option<u16>) -> u16 {
     match gro {
         Some(seg) if seg > 0 && len > seg as usize => seg,
         _ => 0,
@@ -245,21 +245,21 @@ pub fn recv_discard(fd: RawFd, scratch: &mut [u8], flags: i32) -> io::Result<(u6
 
 /// What the control messages of one received datagram said.
 #[derive(Debug, Default)]
-struct Cmsgs {
+pub(crate) struct Cmsgs {
     /// `SCM_TIMESTAMPNS`, ns since the epoch.
-    ts: Option<u64>,
+    pub(crate) ts: Option<u64>,
     /// `SO_RXQ_OVFL`.
-    ovfl: Option<u32>,
+    pub(crate) ovfl: Option<u32>,
     /// `IP_PKTINFO` / `IPV6_PKTINFO`.
-    dest: Option<Destination>,
+    pub(crate) dest: Option<Destination>,
     /// `UDP_GRO`: the segment size of a coalesced train.
-    gro: Option<u16>,
+    pub(crate) gro: Option<u16>,
 }
 
 /// Reads `SCM_TIMESTAMPNS`, `SO_RXQ_OVFL`, the packet info and `UDP_GRO`
 /// from a received header.
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-fn parse_cmsgs(hdr: &libc::msghdr) -> Cmsgs {
+pub(crate) fn parse_cmsgs(hdr: &libc::msghdr) -> Cmsgs {
     let mut ts = None;
     let mut ovfl = None;
     let mut dest = None;

@@ -26,6 +26,9 @@ pub enum IoMode {
     Epoll,
     /// Non-blocking busy polling: lowest latency, one core per worker at 100%.
     Spin,
+    /// io_uring: multishot `recvmsg` into a ring of the pool's buffers
+    /// (`io::uring`); falls back to `epoll` where io_uring is unavailable.
+    Uring,
 }
 
 /// What the send backlog asks of a wait while it holds echoes.
@@ -101,6 +104,12 @@ impl Waiter {
                 Waiter::Epoll(Epoll::new(socket.as_raw_fd(), true)?.with_idle(idle_ms))
             }
             IoMode::Spin => {
+                socket.set_nonblocking(true)?;
+                Waiter::Spin(spin::Spin)
+            }
+            // Never asked: the io_uring backend (`super::uring`) waits for
+            // its own completions. Its socket is non-blocking like spin's.
+            IoMode::Uring => {
                 socket.set_nonblocking(true)?;
                 Waiter::Spin(spin::Spin)
             }

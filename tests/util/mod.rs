@@ -41,21 +41,25 @@ pub fn server_bin() -> &'static str {
     env!("CARGO_BIN_EXE_server")
 }
 
+/// The command `server --port 0 --bind 127.0.0.1 --stats-interval 0 ARGS...`.
+pub fn server_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(server_bin());
+    cmd.args([
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--stats-interval",
+        "0",
+    ])
+    .args(args);
+    cmd
+}
+
 impl ServerProc {
     /// Starts `server --port 0 --stats-interval 0 ARGS...` on 127.0.0.1.
     pub fn start(args: &[&str]) -> ServerProc {
-        Self::start_cmd(
-            Command::new(server_bin())
-                .args([
-                    "--port",
-                    "0",
-                    "--bind",
-                    "127.0.0.1",
-                    "--stats-interval",
-                    "0",
-                ])
-                .args(args),
-        )
+        Self::start_cmd(&mut server_cmd(args))
     }
 
     /// Starts `server ARGS...` with no defaults added.
