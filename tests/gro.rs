@@ -3,10 +3,15 @@
 //! one coalesced buffer. Every datagram of a train must still be counted,
 //! filtered, truncated and sampled on its own, and the echoes of the ones
 //! kept go back as one train that the kernel cuts into the original
-//! datagrams for a client without GRO. Without GRO (`--no-gro`) the same
-//! trains arrive one datagram at a time, with the same counts.
+//! datagrams for a client without GRO. Without GRO (`--no-gro`, or a
+//! kernel that refuses `UDP_GRO`, made so for one server process by a
+//! seccomp filter) the same trains arrive one datagram at a time, with the
+//! same counts.
 
 mod util;
+
+use util::seccomp::deny_sockopt;
+use util::*;
 
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -121,4 +126,52 @@ fn a_train_of_datagrams_too_big_to_echo_is_never_echoed_cut() {
         assert_eq!(r.tx_packets, TRAINS, "{what}");
         assert_eq!(r.unaccounted, 0, "{what}");
     }
+}
+
+/// A kernel that refuses `UDP_GRO` (as before Linux 5.0; `ENOPROTOOPT`
+/// from `setsockopt`, made so for this one process): the server says so
+/// once, runs without GRO, and counts every datagram of the trains sent
+/// to it, which the kernel now delivers one at a time.
+#[test]
+fn without_udp_gro_the_server_says_so_and_counts_every_datagram() {
+    let mut cmd = server_cmd(&["--threads", "1", "--json"]);
+    deny_sockopt(
+        &mut cmd,
+        libc::SOL_UDP,
+        libc::UDP_GRO,
+        libc::ENOPROTOOPT as u32,
+    );
+    let srv = ServerProc::start_cmd(&mut cmd);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut got = 0;
+    let mut buf = [0u8; 2048];
+    for _ in 0..TRAINS {
+        send_train(&c, srv.addr, &train(), SEG as u16).unwrap();
+        for _ in 0..9 {
+            if c.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+        }
+    }
+    let f = srv.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let r = json(&f.stdout);
+    let why: Vec<_> = f.stderr.lines().filter(|l| l.contains("UDP_GRO")).collect();
+    assert_eq!(why.len(), 1, "one line says why: {}", f.stderr);
+    assert!(
+        why[0].contains("Protocol not available") && why[0].contains("running without GRO"),
+        "{}",
+        why[0]
+    );
+    assert!(f.stderr.contains("GRO off"), "listening line: {}", f.stderr);
+    assert_eq!(got, 9 * TRAINS, "{r}");
+    assert_eq!(r["rx_packets"], 9 * TRAINS, "{r}");
+    assert_eq!(r["tx_packets"], 9 * TRAINS, "{r}");
+    assert_eq!(
+        (r["gro_trains"].as_u64(), r["unaccounted"].as_i64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
 }

@@ -8,8 +8,6 @@ mod util;
 
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +18,7 @@ use udp_packet_pool::process::{DropReason, Pipeline};
 use udp_packet_pool::samples;
 use udp_packet_pool::worker::{IoMode, Worker};
 
+use util::seccomp::deny_syscall;
 use util::*;
 
 /// A uring worker on a fresh loopback socket (receive buffer `rcvbuf`
@@ -209,59 +208,6 @@ fn server_binary_echoes_with_io_uring_and_returns_every_buffer() {
     assert_eq!(r["drops"]["truncated"], 1);
     assert_eq!(r["latency_us"]["count"].as_u64(), Some(4));
     assert_eq!(r["latency_clock"], "kernel");
-}
-
-/// A seccomp filter, installed in the child before `exec`, that makes one
-/// system call fail with `errno` (and allows every other): the server
-/// process then sees exactly what a kernel with io_uring disabled or
-/// missing returns, without touching the host-wide
-/// `kernel.io_uring_disabled` sysctl.
-fn deny_syscall(cmd: &mut Command, nr: libc::c_long, errno: u32) {
-    let filter = [
-        // A = seccomp_data.nr (offset 0). io_uring's calls have the same
-        // numbers (425-427) on every architecture.
-        libc::sock_filter {
-            code: 0x20,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        }, // BPF_LD|BPF_W|BPF_ABS
-        libc::sock_filter {
-            code: 0x15,
-            jt: 0,
-            jf: 1,
-            k: nr as u32,
-        }, // BPF_JMP|BPF_JEQ|BPF_K
-        libc::sock_filter {
-            code: 0x06,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | errno,
-        }, // BPF_RET
-        libc::sock_filter {
-            code: 0x06,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ];
-    // SAFETY: the closure runs in the forked child before exec and only
-    // makes two prctl calls (async-signal-safe) on a program that lives in
-    // the closure's own capture.
-    unsafe {
-        cmd.pre_exec(move || {
-            let prog = libc::sock_fprog {
-                len: filter.len() as u16,
-                filter: filter.as_ptr() as *mut libc::sock_filter,
-            };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 fn falls_back(nr: libc::c_long, errno: i32, says: &str) {
