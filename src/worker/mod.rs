@@ -22,6 +22,9 @@ use std::time::Duration;
 use crate::backlog::{SendBacklog, Stall, DEFAULT_SEND_DEADLINE};
 use crate::counters::{Counters, SharedCounters};
 use crate::io::uring::{self, Uring};
+
+mod train;
+mod uring_loop;
 pub use crate::io::IoMode;
 use crate::io::{self, Held, RecvBatch, RecvWait, SendFault, Waiter, Wake};
 use crate::packet::PacketPool;
@@ -287,63 +290,6 @@ impl Worker {
         );
     }
 
-    /// A GRO train: each segment is counted and goes through the pipeline
-    /// on its own, as if it had arrived alone; the echoed ones are moved
-    /// together (in order, so all but the last keep the segment size) and
-    /// go back as one train, or one datagram if only one is left.
-    fn dispatch_train(&mut self, slot: Slot) {
-        let pkt = self.pool.buffer(&slot);
-        let (data, first) = (pkt.data, *pkt.meta);
-        if first.truncated {
-            // Longer than the buffer (never with GRO_BUFFER-sized buffers):
-            // its segments cannot be told apart, none is echoed cut.
-            let n = first.datagrams();
-            self.counters.rx_packets += n;
-            self.counters.rx_bytes += first.len as u64;
-            self.counters.drop_n(DropReason::Truncated, n);
-            self.pool.free(slot);
-            return;
-        }
-        self.counters.gro_trains += 1;
-        self.counters.gro_datagrams += first.datagrams();
-        let seg = first.segment as usize;
-        let total = first.len.min(data.len());
-        let (mut kept, mut echoed, mut off) = (0, 0u64, 0);
-        while off < total {
-            let l = seg.min(total - off);
-            let mut meta = first;
-            meta.len = l;
-            meta.segment = 0;
-            meta.truncated = l > self.max_datagram;
-            self.counters.rx_packets += 1;
-            self.counters.rx_bytes += l as u64;
-            let mut one = crate::packet::PacketBuffer {
-                data: &mut data[off..off + l],
-                meta: &mut meta,
-            };
-            match self.pipeline.process(&mut one) {
-                // A stage may not change a segment's length: the train's
-                // shape (and amplification 1) depends on it.
-                Verdict::Echo if meta.len == l => {
-                    data.copy_within(off..off + l, kept);
-                    kept += l;
-                    echoed += 1;
-                }
-                Verdict::Echo => self.counters.drop(DropReason::Malformed),
-                Verdict::Drop(r) => self.counters.drop(r),
-            }
-            off += l;
-        }
-        if echoed == 0 {
-            self.pool.free(slot);
-            return;
-        }
-        let meta = self.pool.meta_mut(&slot);
-        meta.len = kept;
-        meta.segment = if echoed > 1 { first.segment } else { 0 };
-        self.backlog.push(slot);
-    }
-
     /// Waits as the I/O model says. `None`: nothing to receive yet (the
     /// round is over); `Some(wait)`: receive with this wait.
     fn wait_for_work(&mut self) -> Result<Option<RecvWait>> {
@@ -457,83 +403,6 @@ impl Worker {
                 Ok(())
             }
             Err(e) => self.recv_failed(e),
-        }
-    }
-}
-
-/// `--io uring` (`io::uring`): the same round as [`Worker::poll_once`],
-/// with the kernel receiving into the pool's buffers ahead of the worker.
-impl Worker {
-    /// One round: send what the backlog holds, post free buffers to the
-    /// kernel (re-arming the receive), wait for completions, dispatch up
-    /// to `--batch` received datagrams, send.
-    fn poll_once_uring(&mut self) -> Result<()> {
-        if !self.backlog.is_empty() {
-            self.flush_backlog();
-        }
-        let held = self.held();
-        let Some(u) = self.uring.as_mut() else {
-            return Ok(());
-        };
-        u.refill(&mut self.pool);
-        let (timeout_ms, want_writable) = held.map_or((IDLE_WAKE.as_millis() as i32, false), |h| {
-            (h.timeout_ms, h.want_writable)
-        });
-        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-        let waited = u
-            .wait(timeout, want_writable)
-            .map_err(|e| Error::new(e.kind(), format!("worker {}: {e}", self.id)))?;
-        let mut work = std::mem::take(&mut self.work);
-        let cap = work.capacity().max(1);
-        let done = u.complete(&mut self.pool, &mut work, cap, &mut self.rx.kernel_drops);
-        if done.writable {
-            self.backlog.mark_writable();
-        }
-        if done.received > 0 && waited.slept {
-            self.counters.wakeups += 1;
-        }
-        for slot in work.drain(..) {
-            self.dispatch(slot);
-        }
-        self.work = work;
-        if let Some(e) = done.error {
-            self.recv_failed(e)?;
-        }
-        if done.received > 0 {
-            self.flush_backlog();
-            self.tick(false);
-        } else if !waited.ready {
-            self.tick(timeout >= IDLE_WAKE);
-        }
-        Ok(())
-    }
-
-    /// At shutdown: cancel the receive and dispatch the datagrams the
-    /// kernel placed before it ended (bounded), so none is left unaccounted
-    /// and no request still uses a buffer.
-    fn finish_uring(&mut self) {
-        let Some(u) = self.uring.as_mut() else {
-            return;
-        };
-        u.cancel();
-        for _ in 0..50 {
-            let Some(u) = self.uring.as_mut() else {
-                return;
-            };
-            if u.idle() {
-                break;
-            }
-            if u.wait(Duration::from_millis(20), false).is_err() {
-                break;
-            }
-            let mut work = std::mem::take(&mut self.work);
-            let cap = work.capacity().max(1);
-            u.complete(&mut self.pool, &mut work, cap, &mut self.rx.kernel_drops);
-            for slot in work.drain(..) {
-                self.dispatch(slot);
-            }
-            self.work = work;
-            self.flush_backlog();
         }
     }
 }
