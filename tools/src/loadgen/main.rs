@@ -68,6 +68,7 @@ mod seq_window;
 mod sys;
 mod tally;
 mod tick;
+mod train;
 mod worker;
 
 use std::io;
