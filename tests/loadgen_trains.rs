@@ -97,6 +97,7 @@ fn assert_all_matched(r: &Value) {
         "foreign",
         "late",
         "send_errors",
+        "sent_early",
     ] {
         assert_eq!(count(r, k), 0, "{k}: {r}");
     }

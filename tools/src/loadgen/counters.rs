@@ -40,6 +40,9 @@ pub struct Counters {
     pub skipped_slots: u64,
     /// ICMP port unreachable reports (ECONNREFUSED on a flow's socket).
     pub refused: u64,
+    /// Datagrams sent before their intended time (a bug if ever not 0: the
+    /// schedule never lets one go early).
+    pub sent_early: u64,
     /// Sends that carried a train (`UDP_SEGMENT`, 2 datagrams or more).
     pub train_sends: u64,
     /// Datagrams (of `sent`) that went in such trains.
@@ -66,6 +69,7 @@ impl AddAssign for Counters {
         self.unsent += o.unsent;
         self.skipped_slots += o.skipped_slots;
         self.refused += o.refused;
+        self.sent_early += o.sent_early;
         self.train_sends += o.train_sends;
         self.train_datagrams += o.train_datagrams;
         self.gro_reads += o.gro_reads;
@@ -93,6 +97,7 @@ impl Sub for Counters {
             unsent: self.unsent - e.unsent,
             skipped_slots: self.skipped_slots - e.skipped_slots,
             refused: self.refused - e.refused,
+            sent_early: self.sent_early - e.sent_early,
             train_sends: self.train_sends - e.train_sends,
             train_datagrams: self.train_datagrams - e.train_datagrams,
             gro_reads: self.gro_reads - e.gro_reads,

@@ -82,6 +82,8 @@ pub struct Report {
     /// behind when `--duration` ended. Not lost: `sent + unsent` is the
     /// schedule.
     pub unsent: u64,
+    /// Datagrams sent before their intended time: always 0 (a self-check).
+    pub sent_early: u64,
     /// Paced pingpong: packets whose slot went by while their flow waited
     /// for an earlier echo (a stall); 0 in other modes.
     pub skipped_slots: u64,
@@ -186,6 +188,7 @@ impl Report {
             send_errors: c.send_errors,
             send_retries: c.send_retries,
             unsent: c.unsent,
+            sent_early: c.sent_early,
             skipped_slots: c.skipped_slots,
             refused: c.refused,
             fell_behind: false,

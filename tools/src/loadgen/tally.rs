@@ -83,6 +83,7 @@ impl Tally {
         if self.sched.is_measured(intended_ns) {
             self.total.sent += 1;
             self.last_send_ns = self.last_send_ns.max(sent_ns);
+            self.total.sent_early += u64::from(sent_ns < intended_ns);
             let late = sent_ns.saturating_sub(intended_ns);
             self.behind_max_ns = self.behind_max_ns.max(late);
             latency::record(&mut self.lateness, late);

@@ -64,6 +64,7 @@ impl fmt::Display for Report {
             ("Send errors:        ", self.send_errors),
             ("Send retries:       ", self.send_retries),
             ("Skipped slots:      ", self.skipped_slots),
+            ("Sent early (bug):   ", self.sent_early),
         ] {
             if v > 0 {
                 writeln!(f, "  {name}{v}")?;
