@@ -34,7 +34,10 @@ pub const MAX_SIZE: usize = 65_507;
 /// counted after a drain period; a loss is a measurement, so the exit code
 /// stays 0, but no server at all (nothing answered, ICMP port unreachable)
 /// exits 1. A sender still behind at the end of --duration stops and counts
-/// what it never sent as "unsent".
+/// what it never sent as "unsent". Every send's lateness against its own
+/// intended time is reported (lateness_us, behind_max_us); a rate run that
+/// sent anything more than 1 ms late fell behind its schedule (fell_behind,
+/// a warning on stderr), even if it kept the rate.
 #[derive(Parser, Debug)]
 #[command(
     name = "loadgen",
@@ -165,8 +168,9 @@ pub struct RunArgs {
     /// Send trains: N consecutive packets of the schedule go to one flow and
     /// leave in one sendmsg with UDP_SEGMENT (GSO) when the last of them is
     /// due (so the first waits (N-1)/rate; corrected latency and lateness
-    /// count it). Each datagram keeps its own probe. Rate mode only; cut to
-    /// what fits in 64 KiB; falls back to sendmmsg if the kernel refuses.
+    /// count it). Each datagram keeps its own probe. Rate mode only; 1: no
+    /// trains; cut to what fits in 64 KiB; falls back to sendmmsg (with a
+    /// note) if the kernel refuses.
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=MAX_TRAIN as i64))]
     pub gso: Option<u32>,
