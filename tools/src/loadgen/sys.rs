@@ -15,7 +15,7 @@ use socket2::SockAddr;
 
 mod gso;
 
-pub use gso::{is_refusal, probe_gso, send_train, set_gro};
+pub use gso::{is_refusal, probe_gso, send_train, set_gro, set_timestamps};
 
 /// An all-zero `mmsghdr`, the "empty" value the kernel API expects.
 fn zeroed_mmsghdr() -> libc::mmsghdr {
@@ -120,21 +120,21 @@ impl SendBatch {
 }
 
 /// Pre-allocated buffers for receiving up to `cap` datagrams of up to
-/// `slot` bytes per `recvmmsg` call, and with `gro` room for each read's
-/// `UDP_GRO` control message.
+/// `slot` bytes per `recvmmsg` call, with room for each read's control
+/// messages (receive timestamp, `UDP_GRO` segment size).
 pub struct RecvBatch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     buf: Vec<u8>,
     slot: usize,
-    /// `gso::GRO_CONTROL_WORDS` words per header (u64: aligned for cmsghdr); empty without GRO.
+    /// `gso::CONTROL_WORDS` words per header (u64: aligned for cmsghdr).
     control: Vec<u64>,
 }
 
 impl RecvBatch {
-    /// Room for `cap` datagrams of `slot` bytes each (with `gro`, a
-    /// datagram is a coalesced train: make `slot` hold one).
-    pub fn new(cap: usize, slot: usize, gro: bool) -> RecvBatch {
+    /// Room for `cap` datagrams of `slot` bytes each (with GRO a datagram
+    /// may be a coalesced train: make `slot` hold one).
+    pub fn new(cap: usize, slot: usize) -> RecvBatch {
         let cap = cap.max(1);
         let slot = slot.max(1);
         RecvBatch {
@@ -142,17 +142,15 @@ impl RecvBatch {
             iovs: vec![empty_iovec(); cap],
             buf: vec![0; cap * slot],
             slot,
-            control: vec![0; if gro { cap * gso::GRO_CONTROL_WORDS } else { 0 }],
+            control: vec![0; cap * gso::CONTROL_WORDS],
         }
     }
 
-    /// The `UDP_GRO` segment size of datagram `i` of the last
-    /// [`RecvBatch::recv`]: `Some` only for a coalesced train.
-    pub fn segment(&self, i: usize) -> Option<usize> {
-        if self.control.is_empty() {
-            return None;
-        }
-        gso::gro_segment(&self.hdrs[i].msg_hdr)
+    /// The `UDP_GRO` segment size (`Some` only for a coalesced train) and
+    /// the kernel receive time (`CLOCK_REALTIME` ns, with `SO_TIMESTAMPNS`)
+    /// of datagram `i` of the last [`RecvBatch::recv`].
+    pub fn control(&self, i: usize) -> (Option<usize>, Option<u64>) {
+        gso::read_control(&self.hdrs[i].msg_hdr)
     }
 
     /// Most datagrams per call.
@@ -173,18 +171,15 @@ impl RecvBatch {
         }
         let iov_base = self.iovs.as_mut_ptr();
         let control = self.control.as_mut_ptr();
-        let with_control = !self.control.is_empty();
+        let words = gso::CONTROL_WORDS;
         for (i, h) in self.hdrs.iter_mut().enumerate() {
             point_hdr(h, std::ptr::null_mut(), 0, iov_base.wrapping_add(i));
-            if with_control {
-                let words = gso::GRO_CONTROL_WORDS;
-                h.msg_hdr.msg_control = control.wrapping_add(i * words).cast();
-                h.msg_hdr.msg_controllen = words * mem::size_of::<u64>();
-            }
+            h.msg_hdr.msg_control = control.wrapping_add(i * words).cast();
+            h.msg_hdr.msg_controllen = words * mem::size_of::<u64>();
         }
         // SAFETY: every header points at its own iovec in `self.iovs`, and
         // iovec i at bytes [i*slot, (i+1)*slot) of `self.buf`, which holds
-        // cap*slot bytes; with GRO, header i's control buffer is words
+        // cap*slot bytes; header i's control buffer is words
         // [i*W, (i+1)*W) of `self.control` (cap*W words, msg_controllen
         // bytes of it); all are owned by `self`, which is exclusively
         // borrowed for the call, so the kernel's writes alias nothing.
@@ -213,6 +208,12 @@ impl RecvBatch {
         let len = (self.hdrs[i].msg_len as usize).min(self.slot);
         &self.buf[i * self.slot..i * self.slot + len]
     }
+}
+
+/// Sleeps `ns` nanoseconds (`ppoll` without descriptors: the same timer
+/// and slack as [`poll`]); a signal ends it early.
+pub fn sleep_ns(ns: u64) -> io::Result<()> {
+    poll(&mut [], ns).map(|_| ())
 }
 
 /// Waits until one of `fds` is ready or `timeout_ns` passed (`ppoll`, so the
@@ -318,7 +319,7 @@ mod tests {
         let buf: Vec<u8> = (0..30u8).collect();
         let n = send.send(tx.as_raw_fd(), &buf, &[0, 10, 20], 10).unwrap();
         assert_eq!(n, 3);
-        let mut recv = RecvBatch::new(8, 8, false);
+        let mut recv = RecvBatch::new(8, 8);
         let mut fds = [libc::pollfd {
             fd: rx.as_raw_fd(),
             events: libc::POLLIN,

@@ -5,16 +5,22 @@
 //!    train per `sendmsg` with `--gso` (see `send`), and at most `--batch`
 //!    (or a train) per flow per turn, so a thread far behind still gets
 //!    round to receiving),
-//! 2. sleep in `ppoll` on all its sockets until the next packet is due or a
-//!    reply arrives (with `--spin`, poll without sleeping),
+//! 2. sleep until the next packet (train) is due; in pingpong mode, or
+//!    when the kernel does not stamp replies on arrival, in `ppoll` on all
+//!    its sockets so that a reply ends the sleep (with `--spin`, poll
+//!    without sleeping),
 //! 3. take the replies that are queued (`recvmmsg`, `MSG_DONTWAIT`, a few
 //!    calls per socket per turn; with `--gro` a read may be a coalesced
 //!    train, cut into its datagrams by its segment size), validate and
 //!    account them, and go to 1.
 //!
 //! Receiving never waits, so it cannot hold up pacing by more than a few
-//! bounded `recvmmsg` calls; the wake-up on arrival keeps receive timestamps
-//! honest without a second thread per sender.
+//! bounded `recvmmsg` calls. A reply's receive time is the kernel's arrival
+//! stamp (`SO_TIMESTAMPNS`, converted to the monotonic clock at the read),
+//! so in rate mode the thread need not wake for every reply: at 200k
+//! replies/s those wake-ups cost more CPU than all the sending. Without
+//! stamps (the kernel refused) the wake-up on arrival keeps receive times
+//! honest instead, and the time of the read is used.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use udp_packet_pool::io::now_monotonic_ns;
+use udp_packet_pool::io::{now_monotonic_ns, now_realtime_ns};
 
 use crate::cli::Mode;
 use crate::codec::{Codec, Invalid, Probe};
@@ -104,6 +110,8 @@ struct Worker {
     gso_on: bool,
     gso_fallback: Option<String>,
     gro_fallback: Option<String>,
+    /// Rate mode with kernel receive stamps: sleep through replies.
+    lazy_receive: bool,
     pollfds: Vec<libc::pollfd>,
     round: u64,
     pos: usize,
@@ -192,6 +200,7 @@ impl Worker {
             }
         }
         let gro_fallback = gro_error.map(|e| Worker::gro_refused(&e));
+        let lazy_receive = cfg.mode == Mode::Rate && flows.iter().all(|f| f.kernel_stamps);
         let recv_slot = if gro {
             (MAX_GRO_SEGMENTS * (cfg.size + 64)).min(MAX_GRO_BYTES)
         } else {
@@ -225,12 +234,13 @@ impl Worker {
             offsets: Vec::with_capacity(send_room),
             // Room for replies a little longer than ours (they fail the
             // checksum); with GRO for a whole coalesced train of them.
-            recv: RecvBatch::new(cfg.batch.max(MIN_RECV_BATCH), recv_slot, gro),
+            recv: RecvBatch::new(cfg.batch.max(MIN_RECV_BATCH), recv_slot),
             parsed: Vec::with_capacity(MAX_GRO_SEGMENTS),
             train: cfg.train,
             gso_on,
             gso_fallback,
             gro_fallback,
+            lazy_receive,
             pollfds,
             round: 0,
             pos: 0,
@@ -277,7 +287,14 @@ impl Worker {
             } else {
                 wake.saturating_sub(now)
             };
-            if sys::poll(&mut self.pollfds, timeout)? > 0 {
+            if sending && self.lazy_receive {
+                // Replies keep their kernel stamps: take them when it is
+                // time to send anyway.
+                sys::sleep_ns(timeout)?;
+                if sys::poll(&mut self.pollfds, 0)? > 0 {
+                    self.receive()?;
+                }
+            } else if sys::poll(&mut self.pollfds, timeout)? > 0 {
                 self.receive()?;
             } else if self.spin {
                 std::hint::spin_loop();
@@ -320,16 +337,19 @@ impl Worker {
                     break;
                 }
                 let now = now_monotonic_ns();
+                let wall = now_realtime_ns();
                 let mut parsed = std::mem::take(&mut self.parsed);
                 for i in 0..n {
                     let d = self.recv.datagram(i);
+                    let (segment, stamp) = self.recv.control(i);
+                    // The kernel's arrival time on the monotonic clock: as
+                    // long before `now` as the stamp is before `wall`.
+                    let arrival = stamp.map_or(now, |s| now.saturating_sub(wall.saturating_sub(s)));
                     parsed.clear();
-                    parsed.extend(
-                        segments(d.len(), self.recv.segment(i)).map(|r| self.codec.parse(&d[r])),
-                    );
+                    parsed.extend(segments(d.len(), segment).map(|r| self.codec.parse(&d[r])));
                     self.tally.gro_read(parsed.len() as u64, now);
                     for p in parsed.drain(..) {
-                        self.account(p, now);
+                        self.account(p, arrival, now);
                     }
                 }
                 self.parsed = parsed;
@@ -341,8 +361,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Counts one received datagram, parsed.
-    fn account(&mut self, parsed: Result<Probe, Invalid>, now: u64) {
+    /// Counts one received datagram, parsed, that arrived at `arrival` and
+    /// was read at `now`.
+    fn account(&mut self, parsed: Result<Probe, Invalid>, arrival: u64, now: u64) {
         let p = match parsed {
             Ok(p) => p,
             Err(why) => return self.tally.invalid(why, now),
@@ -354,8 +375,8 @@ impl Worker {
             return self.tally.invalid(Invalid::Foreign, now);
         }
         let f = &mut self.flows[local];
-        let arrival = f.window.record(p.seq);
-        self.tally.reply(&p, arrival, now);
+        let kind = f.window.record(p.seq);
+        self.tally.reply(&p, kind, arrival);
         if f.outstanding.is_some_and(|o| o.seq == p.seq) {
             released(&self.sched, &mut self.tally, f, now);
         }

@@ -6,9 +6,10 @@
 //!   the kernel cuts the buffer into datagrams of the segment size (the
 //!   last may be shorter). It is all or nothing: the whole train goes or
 //!   the call fails.
-//! * [`set_gro`] (`UDP_GRO`) and [`gro_segment`]: the kernel may deliver
+//! * [`set_gro`] (`UDP_GRO`) and [`read_control`]: the kernel may deliver
 //!   a train as one coalesced read with a `UDP_GRO` control message that
-//!   gives the segment size; `train::segments` cuts it up again.
+//!   gives the segment size; `train::segments` cuts it up again. The same
+//!   function reads the kernel's receive timestamp (`SO_TIMESTAMPNS`).
 //! * [`is_refusal`]: the errors with which a kernel or a route refuses GSO
 //!   (pinned in the tests below), after which loadgen sends one by one.
 
@@ -18,9 +19,10 @@ use std::os::fd::RawFd;
 
 use super::set_int_opt;
 
-/// Control-buffer room for one `UDP_GRO` message (an int), in u64 words
-/// so that the buffer is aligned for `cmsghdr`.
-pub const GRO_CONTROL_WORDS: usize = 4;
+/// Control-buffer room per received message, in u64 words so that the
+/// buffer is aligned for `cmsghdr`: `SCM_TIMESTAMPNS` (a timespec, 32
+/// bytes with its header) and `UDP_GRO` (an int, 24 bytes).
+pub const CONTROL_WORDS: usize = 8;
 
 /// Sends `data` on the connected socket `fd` as datagrams of `seg` bytes in
 /// one `sendmsg(MSG_DONTWAIT)` with `UDP_SEGMENT`. Returns the bytes sent
@@ -88,27 +90,42 @@ pub fn set_gro(fd: RawFd, on: bool) -> io::Result<()> {
     set_int_opt(fd, libc::SOL_UDP, libc::UDP_GRO, libc::c_int::from(on))
 }
 
-/// The `UDP_GRO` segment size of a received message, if it carries one
-/// (only coalesced reads do).
-pub fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
-    if hdr.msg_control.is_null() || hdr.msg_controllen == 0 {
-        return None;
+/// What the control messages of a received message say: its `UDP_GRO`
+/// segment size (only coalesced reads carry one) and its kernel receive
+/// time (`SCM_TIMESTAMPNS`, `CLOCK_REALTIME` ns).
+pub fn read_control(hdr: &libc::msghdr) -> (Option<usize>, Option<u64>) {
+    let (mut segment, mut stamp) = (None, None);
+    if hdr.msg_control.is_null() || hdr.msg_controllen < mem::size_of::<libc::cmsghdr>() {
+        return (segment, stamp);
     }
     // SAFETY: the kernel filled msg_control with msg_controllen bytes of
     // well-formed control messages (it shrinks msg_controllen to what it
     // wrote); CMSG_FIRSTHDR/CMSG_NXTHDR stay within that length and
-    // return null at the end, and the int is read unaligned.
+    // return null at the end, and the data are read unaligned.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(hdr);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-                return usize::try_from(v).ok().filter(|&s| s > 0);
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::SOL_UDP, libc::UDP_GRO) => {
+                    let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    segment = usize::try_from(v).ok().filter(|&s| s > 0);
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let t: libc::timespec = std::ptr::read_unaligned(data.cast());
+                    stamp = Some(t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+                }
+                _ => {}
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }
     }
-    None
+    (segment, stamp)
+}
+
+/// Asks the kernel to stamp every datagram on arrival (`SO_TIMESTAMPNS`).
+pub fn set_timestamps(fd: RawFd) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
 #[cfg(test)]
@@ -140,9 +157,28 @@ mod tests {
         while got.iter().map(|g: &(usize, _)| g.0).sum::<usize>() < want {
             wait(rx);
             let n = recv.recv(rx.as_raw_fd()).unwrap();
-            got.extend((0..n).map(|i| (recv.datagram(i).len(), recv.segment(i))));
+            got.extend((0..n).map(|i| (recv.datagram(i).len(), recv.control(i).0)));
         }
         got
+    }
+
+    #[test]
+    fn kernel_receive_time_comes_with_the_datagram() {
+        let (rx, tx) = pair();
+        set_timestamps(rx.as_raw_fd()).unwrap();
+        let before = udp_packet_pool::io::now_realtime_ns();
+        tx.send(&[1u8; 10]).unwrap();
+        wait(&rx);
+        let after = udp_packet_pool::io::now_realtime_ns();
+        let mut recv = RecvBatch::new(8, 64);
+        assert_eq!(recv.recv(rx.as_raw_fd()).unwrap(), 1);
+        let (segment, stamp) = recv.control(0);
+        assert_eq!(segment, None);
+        let stamp = stamp.expect("SO_TIMESTAMPNS stamp");
+        assert!(
+            before <= stamp && stamp <= after,
+            "{before} {stamp} {after}"
+        );
     }
 
     #[test]
@@ -151,7 +187,7 @@ mod tests {
         probe_gso(tx.as_raw_fd()).unwrap();
         let data: Vec<u8> = (0..350u32).map(|i| i as u8).collect();
         assert_eq!(send_train(tx.as_raw_fd(), &data, 100).unwrap(), 350);
-        let mut recv = RecvBatch::new(8, 200, false);
+        let mut recv = RecvBatch::new(8, 200);
         let got = reads(&rx, &mut recv, 350);
         assert_eq!(got, [(100, None), (100, None), (100, None), (50, None)]);
     }
@@ -164,7 +200,7 @@ mod tests {
         send_train(tx.as_raw_fd(), &data, 100).unwrap();
         // A datagram sent alone carries no segment size.
         tx.send(&[1u8; 100]).unwrap();
-        let mut recv = RecvBatch::new(8, 4096, true);
+        let mut recv = RecvBatch::new(8, 4096);
         let got = reads(&rx, &mut recv, 450);
         assert_eq!(got, [(350, Some(100)), (100, None)]);
     }
