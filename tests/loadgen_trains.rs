@@ -12,7 +12,8 @@
 //!   and still loses nothing.
 //! * Behind schedule: trains at a low rate keep the rate but not the
 //!   schedule (a train's first member waits for its last one), and a rate
-//!   far above one thread's: both must be reported as fallen behind.
+//!   far above one thread's: both must be reported as fallen behind; far
+//!   behind with trains, `sent + unsent` is still exactly the schedule.
 //!
 //! Loopback (and a namespace this test creates) only, ephemeral ports,
 //! bounded runs; no timing is asserted, only counts and what the schedule
@@ -399,4 +400,41 @@ fn a_rate_beyond_one_thread_is_reported_behind_schedule() {
         stderr.contains("fell behind") && stderr.contains("ms late"),
         "{stderr}"
     );
+}
+
+/// Far behind with trains, the sender still stops at the end of
+/// `--duration` and the schedule splits exactly into what went and what
+/// did not (the left-overs are counted train by train, flow by flow).
+#[test]
+fn trains_far_behind_still_account_for_the_schedule() {
+    let _g = serial();
+    let server = ServerProc::start(&["--threads", "2", "--reuseport"]);
+    let target = server.addr.to_string();
+    let (r, stderr) = loadgen(&paced(
+        &target,
+        "20000000",
+        "0.3",
+        &[
+            "--gso",
+            "64",
+            "--flows",
+            "3",
+            "--threads",
+            "2",
+            "--drain-ms",
+            "200",
+        ],
+    ));
+    drop(server);
+    assert_loadgen_consistent(&r);
+    let (sent, unsent) = (count(&r, "sent"), count(&r, "unsent"));
+    assert!(unsent > 0, "20M pkt/s kept up? {r}");
+    assert_eq!(
+        sent + unsent + count(&r, "send_errors"),
+        6_000_000,
+        "sent + unsent is the schedule: {r}"
+    );
+    assert_eq!(count(&r, "train_datagrams"), sent, "{r}");
+    assert_eq!(r["fell_behind"], true, "{r}");
+    assert!(stderr.contains("unsent"), "{stderr}");
 }
