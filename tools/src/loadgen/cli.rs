@@ -34,7 +34,10 @@ pub const MAX_SIZE: usize = 65_507;
 /// counted after a drain period; a loss is a measurement, so the exit code
 /// stays 0, but no server at all (nothing answered, ICMP port unreachable)
 /// exits 1. A sender still behind at the end of --duration stops and counts
-/// what it never sent as "unsent".
+/// what it never sent as "unsent". Every send's lateness against its own
+/// intended time is reported (lateness_us, behind_max_us); a rate run that
+/// sent anything more than 1 ms late fell behind its schedule (fell_behind,
+/// a warning on stderr), even if it kept the rate.
 #[derive(Parser, Debug)]
 #[command(
     name = "loadgen",
@@ -42,6 +45,7 @@ pub const MAX_SIZE: usize = 65_507;
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  \
         loadgen --rate 200000 --duration 5 --flows 16\n  \
+        loadgen --rate 200000 --flows 16 --threads 2 --gso 16   (trains)\n  \
         loadgen --mode pingpong --target [::1]:8888   (back to back)\n  \
         loadgen --mode pingpong --rate 2000 --flows 2   (paced)\n  \
         loadgen --protocol sockperf --target 127.0.0.1:11111 --json\n  \
@@ -161,7 +165,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub batch: u32,
+    /// Send trains: N consecutive packets of the schedule go to one flow and
+    /// leave in one sendmsg with UDP_SEGMENT (GSO) when the last of them is
+    /// due (so the first waits (N-1)/rate; corrected latency and lateness
+    /// count it). Each datagram keeps its own probe. Rate mode only; 1: no
+    /// trains; cut to what fits in 64 KiB; falls back to sendmmsg (with a
+    /// note) if the kernel refuses.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_TRAIN as i64))]
+    pub gso: Option<u32>,
+    /// Receive with UDP_GRO: coalesced trains of replies are split by the
+    /// kernel's segment size and each segment counts as one reply (helps
+    /// against servers that send trains; off by default).
+    #[arg(long)]
+    pub gro: bool,
 }
+
+/// Most datagrams per train (`--gso`).
+pub const MAX_TRAIN: u32 = 64;
 
 fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s

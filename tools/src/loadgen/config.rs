@@ -6,10 +6,14 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use crate::cli::{Mode, Protocol, RunArgs, DEFAULT_RATE};
+use crate::cli::{Mode, Protocol, RunArgs, DEFAULT_RATE, MAX_TRAIN};
 use crate::codec::Codec;
 
 const NS_PER_SEC: f64 = 1e9;
+
+/// Largest UDP payload of one send (IPv4; IPv6 allows a little more): a
+/// train's datagrams together must fit, or the kernel says EMSGSIZE.
+const MAX_SEND_BYTES: usize = 65_507;
 
 /// Why a run cannot start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +64,19 @@ pub struct Config {
     pub drain_ns: u64,
     /// Datagrams per sendmmsg.
     pub batch: usize,
+    /// Packets per train (`--gso`, cut to 64 KiB); 1: no trains.
+    pub train: u32,
+    /// `--gso` as given.
+    pub gso_asked: Option<u32>,
+    /// `--gro`.
+    pub gro: bool,
+}
+
+/// How many datagrams of `size` bytes one train may hold: `asked`, cut to
+/// [`MAX_TRAIN`] and to what fits in one send.
+pub fn train_len(asked: u32, size: usize) -> u32 {
+    let fit = (MAX_SEND_BYTES / size.max(1)).min(MAX_TRAIN as usize) as u32;
+    asked.min(fit).max(1)
 }
 
 impl Config {
@@ -85,6 +102,12 @@ impl Config {
                  (add --flows {})",
                 a.threads, a.flows, a.threads
             )));
+        }
+        if a.mode == Mode::Pingpong && a.gso.is_some() {
+            return Err(ConfigError::Usage(
+                "--gso applies to --mode rate: pingpong has one packet in flight per flow"
+                    .to_string(),
+            ));
         }
         let target = resolve(&a.target)?;
         if target.port() == 0 {
@@ -116,6 +139,9 @@ impl Config {
             interval_lines: a.interval_lines,
             drain_ns: a.drain_ms * 1_000_000,
             batch: a.batch as usize,
+            train: a.gso.map_or(1, |n| train_len(n, a.size)),
+            gso_asked: a.gso,
+            gro: a.gro,
         })
     }
 }
@@ -193,6 +219,19 @@ mod tests {
             matches!(e, ConfigError::Usage(ref m) if m.contains("127.0.0.1:0") && m.contains("port 0")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn trains_fit_in_one_send() {
+        assert_eq!(train_len(16, 64), 16);
+        assert_eq!(train_len(64, 64), 64);
+        assert_eq!(train_len(64, 1100), 59);
+        assert_eq!(train_len(8, 40_000), 1);
+        let c = Config::from_args(&args(&["--gso", "64", "--size", "2000"])).unwrap();
+        assert_eq!((c.train, c.gso_asked), (32, Some(64)));
+        assert_eq!(Config::from_args(&args(&[])).unwrap().train, 1);
+        let e = Config::from_args(&args(&["--mode", "pingpong", "--gso", "4"])).unwrap_err();
+        assert!(matches!(e, ConfigError::Usage(ref m) if m.contains("--gso")));
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub struct Counters {
     pub skipped_slots: u64,
     /// ICMP port unreachable reports (ECONNREFUSED on a flow's socket).
     pub refused: u64,
+    /// Datagrams sent before their intended time (a bug if ever not 0: the
+    /// schedule never lets one go early).
+    pub sent_early: u64,
+    /// Sends that carried a train (`UDP_SEGMENT`, 2 datagrams or more).
+    pub train_sends: u64,
+    /// Datagrams (of `sent`) that went in such trains.
+    pub train_datagrams: u64,
+    /// Reads that delivered a coalesced train (`UDP_GRO`, 2 segments or more).
+    pub gro_reads: u64,
+    /// Datagrams that arrived in such reads (each counted once, valid or not).
+    pub gro_datagrams: u64,
 }
 
 impl AddAssign for Counters {
@@ -58,6 +69,11 @@ impl AddAssign for Counters {
         self.unsent += o.unsent;
         self.skipped_slots += o.skipped_slots;
         self.refused += o.refused;
+        self.sent_early += o.sent_early;
+        self.train_sends += o.train_sends;
+        self.train_datagrams += o.train_datagrams;
+        self.gro_reads += o.gro_reads;
+        self.gro_datagrams += o.gro_datagrams;
     }
 }
 
@@ -81,6 +97,11 @@ impl Sub for Counters {
             unsent: self.unsent - e.unsent,
             skipped_slots: self.skipped_slots - e.skipped_slots,
             refused: self.refused - e.refused,
+            sent_early: self.sent_early - e.sent_early,
+            train_sends: self.train_sends - e.train_sends,
+            train_datagrams: self.train_datagrams - e.train_datagrams,
+            gro_reads: self.gro_reads - e.gro_reads,
+            gro_datagrams: self.gro_datagrams - e.gro_datagrams,
         }
     }
 }

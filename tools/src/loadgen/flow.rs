@@ -2,7 +2,9 @@
 //! has used, its duplicate/reordering window and, in pingpong mode, its one
 //! outstanding packet. The socket is connected to the target, so that an
 //! ICMP port unreachable (nothing listens there) comes back to it as
-//! ECONNREFUSED instead of being dropped silently.
+//! ECONNREFUSED instead of being dropped silently. The kernel stamps every
+//! reply on arrival (`SO_TIMESTAMPNS`) when it agrees to, so that a reply's
+//! receive time does not depend on when the thread reads it.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -43,6 +45,8 @@ pub struct Flow {
     pub ready_ns: u64,
     /// Pingpong: intended send time of the last packet.
     pub last_intended_ns: u64,
+    /// Whether the kernel stamps the replies on arrival (`SO_TIMESTAMPNS`).
+    pub kernel_stamps: bool,
 }
 
 impl Flow {
@@ -61,6 +65,7 @@ impl Flow {
             let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
             let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
         }
+        let kernel_stamps = sys::set_timestamps(socket.as_raw_fd()).is_ok();
         socket.bind(&SocketAddr::new(any, 0).into())?;
         socket.connect(&target.into())?;
         Ok(Flow {
@@ -71,6 +76,7 @@ impl Flow {
             outstanding: None,
             ready_ns: 0,
             last_intended_ns: 0,
+            kernel_stamps,
         })
     }
 

@@ -17,17 +17,29 @@
 //! # Threads, pacing, receiving
 //! Flows are dealt round-robin to `--threads` threads. Each thread sends
 //! *and* receives for its flows in one loop (see `worker`): send what is due
-//! with `sendmmsg` (up to `--batch` datagrams per call; UDP GSO is not used:
-//! with round-robin flows only a few datagrams per flow are due at a time,
-//! so there is little to coalesce), then sleep in `ppoll` on its sockets
-//! until the next packet is due or a reply arrives, then drain the replies
-//! with non-blocking `recvmmsg`, a bounded number of calls per turn. One
-//! thread per sender rather than a sender/receiver pair: no cross-thread
-//! state, no extra thread competing with the server for the (often two)
-//! cores, while the wake-up on arrival keeps receive timestamps prompt and
-//! the bounded, non-blocking receive cannot starve pacing. It sleeps, never
-//! spins, unless `--spin` is given; the thread's timer slack is cut (1 us up
-//! to 15k pkt/s per thread, 25 us above) so that sleeps end on time.
+//! with `sendmmsg` (up to `--batch` datagrams per call), then sleep in
+//! `ppoll` on its sockets until the next packet is due or a reply arrives,
+//! then drain the replies with non-blocking `recvmmsg`, a bounded number of
+//! calls per turn. One thread per sender rather than a sender/receiver
+//! pair: no cross-thread state, no extra thread competing with the server
+//! for the (often two) cores, while the wake-up on arrival keeps receive
+//! timestamps prompt and the bounded, non-blocking receive cannot starve
+//! pacing. It sleeps, never spins, unless `--spin` is given; the thread's
+//! timer slack is cut (1 us up to 15k wake-ups/s per thread, 25 us above)
+//! so that sleeps end on time.
+//!
+//! # Trains (`--gso N`, `--gro`)
+//! With round-robin flows only a packet or two per flow is due at a time,
+//! so each `sendmmsg` carries about one datagram and the server receives
+//! them one by one. `--gso N` deals the schedule to the flows in trains of
+//! N consecutive packets instead (`schedule`); a train leaves in one
+//! `sendmsg` with `UDP_SEGMENT` when its *last* member is due (nothing goes
+//! early; the early members' wait counts in their corrected latency and
+//! lateness), every datagram with its own probe. If the kernel refuses
+//! (`sys::is_refusal`), a one-line note says so and the trains go by
+//! `sendmmsg`. `--gro` lets replies arrive coalesced (`UDP_GRO`); each read
+//! is cut by its segment size (`train`) and every segment counts as one
+//! reply.
 //!
 //! # Accounting
 //! Every datagram carries `udp_packet_pool::probe` (magic, flow, seq,
@@ -39,7 +51,10 @@
 //! last send. Warm-up packets are sent but left out of every result.
 //!
 //! A sender still behind at the end of `--duration` stops (wrk2); what it
-//! never sent is `unsent`. Flow sockets are connected, so ICMP port
+//! never sent is `unsent`. The lateness of every send against its own
+//! intended time is recorded (`lateness_us`, `behind_max_us`); a rate run
+//! with a send over 1 ms late fell behind its schedule (`fell_behind`, a
+//! warning on stderr), even if it kept the rate. Flow sockets are connected, so ICMP port
 //! unreachable is seen (`refused`).
 //!
 //! Exit codes: 2 usage errors (port 0 included), 1 run-time failures
@@ -68,6 +83,7 @@ mod seq_window;
 mod sys;
 mod tally;
 mod tick;
+mod train;
 mod worker;
 
 use std::io;

@@ -13,9 +13,13 @@ use crate::cli::{Mode, Protocol};
 use crate::counters::Counters;
 use crate::latency::Percentiles;
 
+mod send_side;
 mod text;
 
-/// Sends this late (microseconds) earn a warning even when the rate was met.
+pub use send_side::{SendSide, BEHIND_LIMIT_US};
+
+/// Paced pingpong sends this late (microseconds; a late echo held them
+/// back) earn a warning even when the rate was met.
 const LATE_WARNING_US: f64 = 10_000.0;
 
 /// What the columns mean in rate mode.
@@ -78,15 +82,20 @@ pub struct Report {
     /// behind when `--duration` ended. Not lost: `sent + unsent` is the
     /// schedule.
     pub unsent: u64,
+    /// Datagrams sent before their intended time: always 0 (a self-check).
+    pub sent_early: u64,
     /// Paced pingpong: packets whose slot went by while their flow waited
     /// for an earlier echo (a stall); 0 in other modes.
     pub skipped_slots: u64,
     /// ICMP port unreachable reports: nothing listens at the target.
     pub refused: u64,
-    /// Whether the sender missed the asked rate (it says why on stderr).
+    /// Whether the sender fell behind (it says why on stderr): it missed
+    /// the asked rate by more than 1%, left packets unsent, or (open loop)
+    /// some send was more than 1 ms later than its intended time.
     pub fell_behind: bool,
-    /// Worst lateness of a send against its schedule (microseconds).
-    pub behind_max_us: f64,
+    /// Lateness, trains, coalesced reads, thread CPU (flattened).
+    #[serde(flatten)]
+    pub send_side: SendSide,
     /// Receive - intended send time (back to back: - actual send time).
     pub latency_us: Percentiles,
     /// Receive - actual send time.
@@ -143,7 +152,7 @@ impl Report {
         latency: Percentiles,
         uncorrected: Percentiles,
         duration_s: f64,
-        behind_max_us: f64,
+        send_side: SendSide,
         interrupted: bool,
     ) -> Report {
         let per_sec = |n: u64| {
@@ -179,10 +188,11 @@ impl Report {
             send_errors: c.send_errors,
             send_retries: c.send_retries,
             unsent: c.unsent,
+            sent_early: c.sent_early,
             skipped_slots: c.skipped_slots,
             refused: c.refused,
             fell_behind: false,
-            behind_max_us,
+            send_side,
             latency_us: latency,
             latency_uncorrected_us: uncorrected,
             duration_s,
@@ -205,12 +215,18 @@ impl Report {
         r
     }
 
-    /// Whether a paced sender missed the asked rate by more than 1%.
+    /// Whether a paced sender missed the asked rate by more than 1% or
+    /// left packets unsent, or an open-loop one sent anything more than
+    /// [`BEHIND_LIMIT_US`] late.
     pub fn fell_behind(&self) -> bool {
         self.unsent > 0
-            || self
-                .rate_requested
-                .is_some_and(|r| !self.interrupted && self.send_rate < 0.99 * r as f64)
+            || self.rate_missed()
+            || (self.pacing == "open_loop" && self.send_side.behind())
+    }
+
+    fn rate_missed(&self) -> bool {
+        self.rate_requested
+            .is_some_and(|r| !self.interrupted && self.send_rate < 0.99 * r as f64)
     }
 
     /// Whether nothing answered and the target's host said that nothing
@@ -231,21 +247,26 @@ impl Report {
             } else {
                 String::new()
             };
+            let kept = if self.rate_missed() || self.unsent > 0 {
+                ""
+            } else {
+                " (it kept the rate, but not the schedule)"
+            };
             w.push(format!(
-                "the sender fell behind: asked {} pkt/s, sent {:.0} pkt/s (up to {:.3} ms late){unsent}; \
+                "the sender fell behind: asked {} pkt/s, sent {:.0} pkt/s, sends {}{kept}{unsent}; \
                  corrected latencies include that delay",
                 self.rate_requested.unwrap_or(0),
                 self.send_rate,
-                self.behind_max_us / 1000.0
+                self.send_side.lateness_text()
             ));
         } else if let Some(rate) = self
             .rate_requested
-            .filter(|_| self.behind_max_us > LATE_WARNING_US)
+            .filter(|_| self.send_side.behind_max_us > LATE_WARNING_US)
         {
             w.push(format!(
                 "the sender was up to {:.3} ms behind schedule at times (it caught up: \
                  {:.0} of {} pkt/s); corrected latencies include that delay",
-                self.behind_max_us / 1000.0,
+                self.send_side.behind_max_us / 1000.0,
                 self.send_rate,
                 rate
             ));
@@ -311,7 +332,7 @@ mod tests {
             Percentiles::of(&h),
             Percentiles::of(&h),
             2.0,
-            12.5,
+            SendSide::none(12.5),
             false,
         )
     }
@@ -376,14 +397,28 @@ mod tests {
     }
 
     #[test]
-    fn late_sender_is_mentioned_even_at_full_rate() {
+    fn late_sender_fell_behind_even_at_full_rate() {
         let mut r = sample();
         r.send_rate = 1000.0;
         assert!(r.warnings(0).is_empty());
-        r.behind_max_us = 20_000.0;
+        assert!(!r.fell_behind());
+        r.send_side.behind_max_us = 900.0;
+        assert!(!r.fell_behind(), "under 1 ms is on schedule");
+        r.send_side.behind_max_us = 20_000.0;
+        assert!(r.fell_behind());
         let w = r.warnings(0);
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("20.000 ms behind"), "{w:?}");
+        assert!(
+            w[0].contains("fell behind") && w[0].contains("up to 20.000 ms late"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("kept the rate"), "{w:?}");
+        let t = r.to_string();
+        assert!(t.contains("FELL BEHIND"), "{t}");
+        // Paced pingpong: a late echo held the send back, not the sender.
+        r.pacing = "paced";
+        assert!(!r.fell_behind());
+        assert!(r.warnings(0)[0].contains("20.000 ms behind"));
     }
 
     #[test]
@@ -407,7 +442,7 @@ mod tests {
             ..Counters::default()
         };
         let p = Percentiles::of(&h);
-        let r = Report::new(shape.clone(), &c, p, p, 1.0, 0.0, false);
+        let r = Report::new(shape.clone(), &c, p, p, 1.0, SendSide::none(0.0), false);
         let v = serde_json::to_value(&r).unwrap();
         assert!(v["rate_requested"].is_null(), "{v}");
         assert_eq!(v["pacing"], "back_to_back");
@@ -436,7 +471,7 @@ mod tests {
             p,
             p,
             1.0,
-            0.0,
+            SendSide::none(0.0),
             false,
         );
         assert_eq!((paced.pacing, paced.corrected_applicable), ("paced", true));

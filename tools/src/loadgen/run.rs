@@ -24,7 +24,7 @@ use crate::hgrm;
 use crate::hlog::HlogWriter;
 use crate::latency::{new_histogram, Percentiles};
 use crate::progress::Progress;
-use crate::report::{Report, RunShape};
+use crate::report::{Report, RunShape, SendSide, BEHIND_LIMIT_US};
 use crate::schedule::Schedule;
 use crate::tally::ThreadResult;
 use crate::worker::{self, WorkerSpec};
@@ -62,6 +62,7 @@ pub fn run(cfg: Config) -> io::Result<()> {
         start_ns: now + START_DELAY_NS,
         rate: cfg.rate,
         flows: cfg.flows,
+        train: cfg.train,
         warmup_ns: cfg.warmup_ns,
         duration_ns: cfg.duration_ns,
     };
@@ -80,6 +81,9 @@ pub fn run(cfg: Config) -> io::Result<()> {
         flag::register(sig, stop.clone())?;
     }
 
+    for n in train_notes(&cfg) {
+        eprintln!("loadgen: note: {n}");
+    }
     let progress = Progress::new(cfg.interval_lines);
     let pace = match cfg.rate {
         Some(r) => format!("{r} pkt/s"),
@@ -198,6 +202,7 @@ fn merge(
     let mut counters = Counters::default();
     let mut corrected = new_histogram();
     let mut uncorrected = new_histogram();
+    let mut lateness = new_histogram();
     let mut behind_max_ns = 0;
     let mut last_send_ns = 0;
     for r in results {
@@ -205,9 +210,24 @@ fn merge(
         // Same bounds everywhere: adding cannot fail.
         let _ = corrected.add(&r.corrected);
         let _ = uncorrected.add(&r.uncorrected);
+        let _ = lateness.add(&r.lateness);
         behind_max_ns = behind_max_ns.max(r.behind_max_ns);
         last_send_ns = last_send_ns.max(r.last_send_ns);
     }
+    let gro_fallback = results.iter().find_map(|r| r.gro_fallback.clone());
+    let send_side = SendSide {
+        behind_max_us: behind_max_ns as f64 / 1000.0,
+        lateness_us: Percentiles::of(&lateness),
+        gso: cfg.gso_asked.map(|_| cfg.train),
+        gso_fallback: results.iter().find_map(|r| r.gso_fallback.clone()),
+        train_sends: counters.train_sends,
+        train_datagrams: counters.train_datagrams,
+        gro: cfg.gro && gro_fallback.is_none(),
+        gro_fallback,
+        gro_reads: counters.gro_reads,
+        gro_datagrams: counters.gro_datagrams,
+        thread_cpu_s: results.iter().map(|r| r.cpu_ns as f64 / 1e9).collect(),
+    };
     // The asked duration, or the real span if the last send came later
     // (a sender that fell behind), or what ran before an interruption.
     let span_ns = last_send_ns.saturating_sub(sched.measure_start_ns());
@@ -232,8 +252,38 @@ fn merge(
         Percentiles::of(&corrected),
         Percentiles::of(&uncorrected),
         duration_ns as f64 / 1e9,
-        behind_max_ns as f64 / 1000.0,
+        send_side,
         interrupted,
     );
     (report, corrected)
+}
+
+/// What the user should know before a run with `--gso`: that the train was
+/// cut to fit in one send, and that a train's first member waits for its
+/// last one ((N-1)/rate), when that alone is over the 1 ms at which the
+/// run counts as behind its schedule.
+fn train_notes(cfg: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Some(asked) = cfg.gso_asked else {
+        return notes;
+    };
+    if cfg.train < asked {
+        notes.push(format!(
+            "--gso {asked}: {} datagrams of {} bytes fit in one send (64 KiB): trains of {}",
+            cfg.train, cfg.size, cfg.train
+        ));
+    }
+    if let Some(rate) = cfg.rate {
+        let wait_us = f64::from(cfg.train - 1) * 1e6 / rate as f64;
+        if wait_us > BEHIND_LIMIT_US {
+            notes.push(format!(
+                "--gso {} at {rate} pkt/s: the first datagram of a train waits {:.3} ms for \
+                 the last (a train leaves when its last member is due), so the run will \
+                 count as behind its schedule; use a shorter train",
+                cfg.train,
+                wait_us / 1000.0
+            ));
+        }
+    }
+    notes
 }

@@ -1,9 +1,15 @@
 //! The open-loop send schedule (wrk2 model): packet `i` of the run is due
-//! at `start + i / rate`, whatever happened to earlier packets. Packet `i`
-//! belongs to flow `i % flows` with sequence number `i / flows`. Packets due
-//! before `start + warmup` are sent but not measured. Pingpong without
-//! `--rate` (back to back) has no rate: only the time frame (start, warm-up,
-//! end) applies, every packet is due at once and nothing is spaced.
+//! at `start + i / rate`, whatever happened to earlier packets. Packets go
+//! to the flows in *trains* of `train` consecutive packets (1 without
+//! `--gso`): packet `i` belongs to train `b = i / train`, which belongs to
+//! flow `b % flows`; within a flow the sequence numbers count up without a
+//! gap. With `train` 1 that is packet `i` to flow `i % flows` with sequence
+//! `i / flows`. A train leaves when its *last* member is due, so no packet
+//! goes before its time (see `train_at`); each packet keeps its own intended
+//! time. Packets due before `start + warmup` are sent but not measured.
+//! Pingpong without `--rate` (back to back) has no rate: only the time frame
+//! (start, warm-up, end) applies, every packet is due at once and nothing is
+//! spaced.
 
 const NS_PER_SEC: u128 = 1_000_000_000;
 
@@ -16,6 +22,8 @@ pub struct Schedule {
     pub rate: Option<u64>,
     /// Number of flows.
     pub flows: u32,
+    /// Packets per train (consecutive packets of one flow); at least 1.
+    pub train: u32,
     /// Warm-up length.
     pub warmup_ns: u64,
     /// Measurement length.
@@ -53,23 +61,43 @@ impl Schedule {
         }
     }
 
-    /// How many measured packets of `flow` have a sequence number of at
-    /// least `next_seq`: what is left of the flow's schedule.
-    pub fn measured_left(&self, flow: u32, next_seq: u64) -> u64 {
-        let flows = u64::from(self.flows);
-        let id = u64::from(flow);
-        let total = self.total_packets();
-        // Sequence numbers s with first <= s * flows + id < total.
-        let end = if total > id {
-            (total - id).div_ceil(flows)
+    /// How many sequence numbers of `flow` belong to packets with an index
+    /// below `limit` (they are the lowest ones: a flow's indices grow with
+    /// its sequence numbers).
+    fn seqs_below(&self, flow: u32, limit: u64) -> u64 {
+        let (g, flows, id) = (self.train_len(), u64::from(self.flows), u64::from(flow));
+        // Whole trains below `limit`, then the one `limit` cuts.
+        let (whole, cut) = (limit / g, limit % g);
+        let mine = if whole > id {
+            (whole - id).div_ceil(flows)
         } else {
             0
         };
-        let first = self
-            .first_measured_index()
-            .saturating_sub(id)
-            .div_ceil(flows);
+        mine * g + if whole % flows == id { cut } else { 0 }
+    }
+
+    /// How many measured packets of `flow` have a sequence number of at
+    /// least `next_seq`: what is left of the flow's schedule.
+    pub fn measured_left(&self, flow: u32, next_seq: u64) -> u64 {
+        let end = self.seqs_below(flow, self.total_packets());
+        let first = self.seqs_below(flow, self.first_measured_index());
         end.saturating_sub(next_seq.max(first))
+    }
+
+    /// Packets per train, as a `u64`.
+    fn train_len(&self) -> u64 {
+        u64::from(self.train.max(1))
+    }
+
+    /// The train of `flow` that holds `seq`, from `seq` on: the global index
+    /// of `seq` and how many packets of the train are left from it (fewer
+    /// than `train` for the last train of the schedule, 0 past its end).
+    /// The train is due when its last member is: `intended_ns(index + len - 1)`.
+    pub fn train_at(&self, flow: u32, seq: u64) -> (u64, u64) {
+        let g = self.train_len();
+        let i = self.index(flow, seq);
+        let len = (g - seq % g).min(self.total_packets().saturating_sub(i));
+        (i, len)
     }
 
     /// When packet `i` is due (back to back: at the start).
@@ -82,7 +110,8 @@ impl Schedule {
 
     /// Global index of `seq` in `flow`.
     pub fn index(&self, flow: u32, seq: u64) -> u64 {
-        seq * u64::from(self.flows) + u64::from(flow)
+        let g = self.train_len();
+        ((seq / g) * u64::from(self.flows) + u64::from(flow)) * g + seq % g
     }
 
     /// Time between two packets of one flow (back to back: none).
@@ -113,6 +142,7 @@ mod tests {
             start_ns: 1_000,
             rate: Some(rate),
             flows,
+            train: 1,
             warmup_ns,
             duration_ns,
         }
@@ -181,5 +211,85 @@ mod tests {
         assert_eq!(s.total_packets(), u64::MAX);
         assert_eq!((s.intended_ns(7), s.flow_interval_ns()), (1_000, 0));
         assert_eq!(s.end_ns(), 2_100);
+    }
+
+    #[test]
+    fn trains_are_consecutive_packets_of_one_flow() {
+        let s = Schedule {
+            train: 4,
+            ..sched(1000, 3, 0, 1_000_000_000)
+        };
+        // Indices 0..4 are flow 0's seqs 0..4, 4..8 flow 1's, 8..12 flow 2's,
+        // 12..16 flow 0's seqs 4..8.
+        assert_eq!(s.index(0, 0), 0);
+        assert_eq!(s.index(0, 3), 3);
+        assert_eq!(s.index(1, 0), 4);
+        assert_eq!(s.index(2, 3), 11);
+        assert_eq!(s.index(0, 4), 12);
+        assert_eq!(s.index(1, 5), 17);
+        // Every index has exactly one (flow, seq).
+        let mut seen = [false; 120];
+        for f in 0..3 {
+            for q in 0..40 {
+                let i = s.index(f, q) as usize;
+                assert!(!seen[i], "index {i} twice");
+                seen[i] = true;
+            }
+        }
+        assert!(seen.iter().all(|&b| b));
+    }
+
+    #[test]
+    fn a_train_is_due_when_its_last_member_is() {
+        // 10 packets at 1000/s: indices 0..10, trains of 4 over 2 flows.
+        let s = Schedule {
+            train: 4,
+            ..sched(1000, 2, 0, 10_000_000)
+        };
+        assert_eq!(s.total_packets(), 10);
+        assert_eq!(s.train_at(0, 0), (0, 4));
+        assert_eq!(s.train_at(1, 0), (4, 4));
+        // Flow 0's second train is cut by the end of the schedule.
+        assert_eq!(s.train_at(0, 4), (8, 2));
+        assert_eq!(s.train_at(1, 4), (12, 0));
+        // Starting inside a train: what is left of it.
+        assert_eq!(s.train_at(0, 1), (1, 3));
+        let (i, len) = s.train_at(1, 0);
+        // Its first member waits 3 ms for the last one: never early.
+        let due = s.intended_ns(i + len - 1);
+        assert_eq!(due - s.intended_ns(i), 3_000_000);
+        assert!((i..i + len).all(|k| s.intended_ns(k) <= due));
+    }
+
+    #[test]
+    fn what_is_left_counts_measured_packets_of_trains() {
+        // 13 packets, 0..=2 warm-up, trains of 2 over 3 flows:
+        // flow 0 has 0,1 | 6,7 | 12; flow 1 has 2,3 | 8,9; flow 2 4,5 | 10,11.
+        let s = Schedule {
+            train: 2,
+            ..sched(10, 3, 250_000_000, 1_000_000_000)
+        };
+        assert_eq!(s.total_packets(), 13);
+        assert_eq!(s.measured_left(0, 0), 3);
+        assert_eq!(s.measured_left(1, 0), 3);
+        assert_eq!(s.measured_left(2, 0), 4);
+        assert_eq!(s.measured_left(0, 4), 1);
+        assert_eq!(s.measured_left(0, 5), 0);
+        // Against brute force, for several shapes.
+        for (train, flows) in [(1, 1), (1, 4), (3, 2), (5, 3), (16, 16)] {
+            let s = Schedule {
+                train,
+                ..sched(1000, flows, 7_300_000, 90_000_000)
+            };
+            for f in 0..flows {
+                for next in [0, 1, 5, 17] {
+                    let want = (next..10_000)
+                        .map(|q| s.index(f, q))
+                        .filter(|&i| i >= s.first_measured_index() && i < s.total_packets())
+                        .count() as u64;
+                    assert_eq!(s.measured_left(f, next), want, "{train} {flows} {f} {next}");
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The only module of `loadgen` that calls the OS directly: batched
-//! `sendmmsg` to one target, batched non-blocking `recvmmsg`, `ppoll` with a
-//! nanosecond timeout, and the thread's timer slack. Every `unsafe` block
-//! of the binary is here, each with a `// SAFETY:` note.
+//! `sendmmsg` to one target, batched non-blocking `recvmmsg` (with the
+//! `UDP_GRO` segment size of each read when asked), `ppoll` with a
+//! nanosecond timeout, the thread's timer slack and CPU time; UDP GSO/GRO
+//! in the submodule `gso`. Every `unsafe` block of the binary is here or in
+//! `sys/gso.rs`, each with a `// SAFETY:` note.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -10,6 +12,10 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use socket2::SockAddr;
+
+mod gso;
+
+pub use gso::{is_refusal, probe_gso, send_train, set_gro, set_timestamps};
 
 /// An all-zero `mmsghdr`, the "empty" value the kernel API expects.
 fn zeroed_mmsghdr() -> libc::mmsghdr {
@@ -114,16 +120,20 @@ impl SendBatch {
 }
 
 /// Pre-allocated buffers for receiving up to `cap` datagrams of up to
-/// `slot` bytes per `recvmmsg` call.
+/// `slot` bytes per `recvmmsg` call, with room for each read's control
+/// messages (receive timestamp, `UDP_GRO` segment size).
 pub struct RecvBatch {
     hdrs: Vec<libc::mmsghdr>,
     iovs: Vec<libc::iovec>,
     buf: Vec<u8>,
     slot: usize,
+    /// `gso::CONTROL_WORDS` words per header (u64: aligned for cmsghdr).
+    control: Vec<u64>,
 }
 
 impl RecvBatch {
-    /// Room for `cap` datagrams of `slot` bytes each.
+    /// Room for `cap` datagrams of `slot` bytes each (with GRO a datagram
+    /// may be a coalesced train: make `slot` hold one).
     pub fn new(cap: usize, slot: usize) -> RecvBatch {
         let cap = cap.max(1);
         let slot = slot.max(1);
@@ -132,7 +142,15 @@ impl RecvBatch {
             iovs: vec![empty_iovec(); cap],
             buf: vec![0; cap * slot],
             slot,
+            control: vec![0; cap * gso::CONTROL_WORDS],
         }
+    }
+
+    /// The `UDP_GRO` segment size (`Some` only for a coalesced train) and
+    /// the kernel receive time (`CLOCK_REALTIME` ns, with `SO_TIMESTAMPNS`)
+    /// of datagram `i` of the last [`RecvBatch::recv`].
+    pub fn control(&self, i: usize) -> (Option<usize>, Option<u64>) {
+        gso::read_control(&self.hdrs[i].msg_hdr)
     }
 
     /// Most datagrams per call.
@@ -152,12 +170,18 @@ impl RecvBatch {
             };
         }
         let iov_base = self.iovs.as_mut_ptr();
+        let control = self.control.as_mut_ptr();
+        let words = gso::CONTROL_WORDS;
         for (i, h) in self.hdrs.iter_mut().enumerate() {
             point_hdr(h, std::ptr::null_mut(), 0, iov_base.wrapping_add(i));
+            h.msg_hdr.msg_control = control.wrapping_add(i * words).cast();
+            h.msg_hdr.msg_controllen = words * mem::size_of::<u64>();
         }
         // SAFETY: every header points at its own iovec in `self.iovs`, and
         // iovec i at bytes [i*slot, (i+1)*slot) of `self.buf`, which holds
-        // cap*slot bytes; all are owned by `self`, which is exclusively
+        // cap*slot bytes; header i's control buffer is words
+        // [i*W, (i+1)*W) of `self.control` (cap*W words, msg_controllen
+        // bytes of it); all are owned by `self`, which is exclusively
         // borrowed for the call, so the kernel's writes alias nothing.
         let r = unsafe {
             libc::recvmmsg(
@@ -184,6 +208,12 @@ impl RecvBatch {
         let len = (self.hdrs[i].msg_len as usize).min(self.slot);
         &self.buf[i * self.slot..i * self.slot + len]
     }
+}
+
+/// Sleeps `ns` nanoseconds (`ppoll` without descriptors: the same timer
+/// and slack as [`poll`]); a signal ends it early.
+pub fn sleep_ns(ns: u64) -> io::Result<()> {
+    poll(&mut [], ns).map(|_| ())
 }
 
 /// Waits until one of `fds` is ready or `timeout_ns` passed (`ppoll`, so the
@@ -246,6 +276,21 @@ pub fn force_buffer_sizes(fd: RawFd, bytes: usize) -> io::Result<()> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v)?;
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v)
+}
+
+/// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`), in ns.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, exclusively borrowed timespec for the
+    // kernel to fill; the clock id is a constant the kernel knows.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r < 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Sets how late the kernel may fire this thread's timers (`PR_SET_TIMERSLACK`).
@@ -312,5 +357,6 @@ mod tests {
         }];
         assert_eq!(poll(&mut fds, 1_000_000).unwrap(), 0);
         set_timer_slack_ns(10_000).unwrap();
+        assert!(thread_cpu_ns() > 0);
     }
 }

@@ -22,8 +22,16 @@ pub struct ThreadResult {
     pub uncorrected: Histogram<u64>,
     /// Worst lateness of a send against its intended time (ns).
     pub behind_max_ns: u64,
+    /// Lateness of every measured send against its intended time (ns).
+    pub lateness: Histogram<u64>,
     /// Time of the last measured send (0 if none).
     pub last_send_ns: u64,
+    /// CPU time of the thread (ns).
+    pub cpu_ns: u64,
+    /// Why the thread stopped sending trains, if the kernel refused them.
+    pub gso_fallback: Option<String>,
+    /// Why the thread receives without `UDP_GRO` though asked, if so.
+    pub gro_fallback: Option<String>,
 }
 
 /// Per-thread bookkeeping.
@@ -35,6 +43,7 @@ pub struct Tally {
     corrected: Histogram<u64>,
     uncorrected: Histogram<u64>,
     interval: Histogram<u64>,
+    lateness: Histogram<u64>,
     /// Packets sent (warm-up included) without a unique valid reply yet.
     pub unanswered: u64,
     /// Whether any send ever succeeded.
@@ -53,6 +62,7 @@ impl Tally {
             corrected: new_histogram(),
             uncorrected: new_histogram(),
             interval: new_histogram(),
+            lateness: new_histogram(),
             unanswered: 0,
             ever_sent: false,
             behind_max_ns: 0,
@@ -73,7 +83,26 @@ impl Tally {
         if self.sched.is_measured(intended_ns) {
             self.total.sent += 1;
             self.last_send_ns = self.last_send_ns.max(sent_ns);
-            self.behind_max_ns = self.behind_max_ns.max(sent_ns.saturating_sub(intended_ns));
+            self.total.sent_early += u64::from(sent_ns < intended_ns);
+            let late = sent_ns.saturating_sub(intended_ns);
+            self.behind_max_ns = self.behind_max_ns.max(late);
+            latency::record(&mut self.lateness, late);
+        }
+    }
+
+    /// `measured` of the datagrams just sent went in one train of two or more.
+    pub fn train_sent(&mut self, measured: u64) {
+        if measured > 0 {
+            self.total.train_sends += 1;
+            self.total.train_datagrams += measured;
+        }
+    }
+
+    /// A read at `now_ns` delivered a coalesced train of `segments` datagrams.
+    pub fn gro_read(&mut self, segments: u64, now_ns: u64) {
+        if segments > 1 && now_ns >= self.sched.measure_start_ns() {
+            self.total.gro_reads += 1;
+            self.total.gro_datagrams += segments;
         }
     }
 
@@ -171,7 +200,11 @@ impl Tally {
             corrected: self.corrected,
             uncorrected: self.uncorrected,
             behind_max_ns: self.behind_max_ns,
+            lateness: self.lateness,
             last_send_ns: self.last_send_ns,
+            cpu_ns: 0,
+            gso_fallback: None,
+            gro_fallback: None,
         }
     }
 }
@@ -185,6 +218,7 @@ mod tests {
             start_ns: 1_000,
             rate: Some(1000),
             flows: 1,
+            train: 1,
             warmup_ns: 1_000_000,
             duration_ns: 1_000_000_000,
         }
@@ -235,6 +269,7 @@ mod tests {
         assert_eq!(r.corrected.max(), 1_000);
         assert_eq!(r.uncorrected.max(), 990);
         assert_eq!(r.behind_max_ns, 5);
+        assert_eq!((r.lateness.len(), r.lateness.max()), (1, 5));
     }
 
     #[test]

@@ -1,38 +1,49 @@
 //! One sending thread: it sends for its flows on schedule and receives
 //! their replies, in a single loop:
 //!
-//! 1. send everything that is due (at most `--batch` per `sendmmsg`, and at
-//!    most `--batch` per flow per turn, so a thread far behind still gets
+//! 1. send everything that is due (at most `--batch` per `sendmmsg`, or one
+//!    train per `sendmsg` with `--gso` (see `send`), and at most `--batch`
+//!    (or a train) per flow per turn, so a thread far behind still gets
 //!    round to receiving),
-//! 2. sleep in `ppoll` on all its sockets until the next packet is due or a
-//!    reply arrives (with `--spin`, poll without sleeping),
+//! 2. sleep until the next packet (train) is due; in pingpong mode, or
+//!    when the kernel does not stamp replies on arrival, in `ppoll` on all
+//!    its sockets so that a reply ends the sleep (with `--spin`, poll
+//!    without sleeping),
 //! 3. take the replies that are queued (`recvmmsg`, `MSG_DONTWAIT`, a few
-//!    calls per socket per turn), validate and account them, and go to 1.
+//!    calls per socket per turn; with `--gro` a read may be a coalesced
+//!    train, cut into its datagrams by its segment size), validate and
+//!    account them, and go to 1.
 //!
 //! Receiving never waits, so it cannot hold up pacing by more than a few
-//! bounded `recvmmsg` calls; the wake-up on arrival keeps receive timestamps
-//! honest without a second thread per sender.
+//! bounded `recvmmsg` calls. A reply's receive time is the kernel's arrival
+//! stamp (`SO_TIMESTAMPNS`, converted to the monotonic clock at the read),
+//! so in rate mode the thread need not wake for every reply: at 200k
+//! replies/s those wake-ups cost more CPU than all the sending. Without
+//! stamps (the kernel refused) the wake-up on arrival keeps receive times
+//! honest instead, and the time of the read is used.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use udp_packet_pool::io::now_monotonic_ns;
+use udp_packet_pool::io::{now_monotonic_ns, now_realtime_ns};
 
 use crate::cli::Mode;
-use crate::codec::Codec;
+use crate::codec::{Codec, Invalid, Probe};
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::schedule::Schedule;
 use crate::sys::{self, RecvBatch, SendBatch};
 use crate::tally::{Tally, ThreadResult};
 use crate::tick::Tick;
+use crate::train::segments;
 
 mod pingpong;
 mod rate;
+mod send;
 
 use pingpong::released;
 
@@ -40,11 +51,12 @@ use pingpong::released;
 const RECV_CALLS_PER_TURN: usize = 4;
 /// Datagrams per `recvmmsg` call (at least `--batch`).
 const MIN_RECV_BATCH: usize = 64;
+/// Most segments the kernel coalesces into one read (UDP_GRO_CNT_MAX).
+const MAX_GRO_SEGMENTS: usize = 64;
+/// Most bytes of one coalesced read.
+const MAX_GRO_BYTES: usize = 65_535;
 /// Per-thread rate up to which sleeps are timed precisely (see [`timer_slack_ns`]).
 const PRECISE_TIMERS_UP_TO_PPS: u64 = 15_000;
-/// Retries of a send that met a full buffer (about 1 ms apart) before the
-/// datagrams are counted as send errors.
-const MAX_SEND_RETRIES: u32 = 1000;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// What a thread needs to run.
@@ -91,6 +103,15 @@ struct Worker {
     due: Vec<Due>,
     offsets: Vec<usize>,
     recv: RecvBatch,
+    parsed: Vec<Result<Probe, Invalid>>,
+    /// Packets per train (1: none); the schedule's trains.
+    train: u32,
+    /// Whether trains leave as UDP_SEGMENT sends (false after a refusal).
+    gso_on: bool,
+    gso_fallback: Option<String>,
+    gro_fallback: Option<String>,
+    /// Rate mode with kernel receive stamps: sleep through replies.
+    lazy_receive: bool,
     pollfds: Vec<libc::pollfd>,
     round: u64,
     pos: usize,
@@ -105,7 +126,10 @@ struct Worker {
 pub fn run(spec: WorkerSpec) -> io::Result<ThreadResult> {
     let stop = spec.stop.clone();
     // Back to back: sleeps end on replies, not timers; precise is cheap.
-    let per_thread = spec.cfg.rate.map_or(0, |r| r / u64::from(spec.cfg.threads));
+    // A thread wakes once per train.
+    let per_thread = spec.cfg.rate.map_or(0, |r| {
+        r / u64::from(spec.cfg.threads) / u64::from(spec.cfg.train.max(1))
+    });
     let slack = timer_slack_ns(per_thread);
     let mut w = Worker::new(spec);
     // Best effort: without it pacing is merely coarser.
@@ -115,10 +139,17 @@ pub fn run(spec: WorkerSpec) -> io::Result<ThreadResult> {
         stop.store(true, Ordering::Relaxed);
     }
     w.final_tick();
-    r.map(|()| w.tally.finish())
+    r.map(|()| {
+        let mut result = w.tally.finish();
+        result.cpu_ns = sys::thread_cpu_ns();
+        result.gso_fallback = w.gso_fallback.take();
+        result.gro_fallback = w.gro_fallback.take();
+        result
+    })
 }
 
-/// How late the kernel may end the thread's sleeps. Its default, 50 us, adds
+/// How late the kernel may end the thread's sleeps (`per_thread_pps`: its
+/// wake-ups a second, one per train). Its default, 50 us, adds
 /// up to 50 us of pacing error to every corrected latency: at 2-10k pkt/s
 /// per thread a 1 us slack cut the corrected median by 20-50 us on the
 /// 2-core loopback machine, for the same CPU. At 20k pkt/s and more, exact
@@ -137,11 +168,44 @@ impl Worker {
     fn new(spec: WorkerSpec) -> Worker {
         let cfg = &spec.cfg;
         let codec = Codec::new(cfg.protocol, cfg.size);
+        let send_room = cfg.batch.max(cfg.train as usize);
         let mut flows = spec.flows;
         for f in &mut flows {
             // Pingpong: flow f starts at the slot of packet f.
             f.ready_ns = spec.sched.intended_ns(u64::from(f.id));
         }
+        let mut gso_on = cfg.train > 1;
+        let mut gso_fallback = None;
+        if gso_on {
+            if let Err(e) = flows
+                .first()
+                .map_or(Ok(()), |f| sys::probe_gso(f.as_raw_fd()))
+            {
+                gso_fallback = Some(Worker::gso_probe_failed(&e));
+                gso_on = false;
+            }
+        }
+        let gro_error = if cfg.gro {
+            flows
+                .iter()
+                .find_map(|f| sys::set_gro(f.as_raw_fd(), true).err())
+        } else {
+            None
+        };
+        let gro = cfg.gro && gro_error.is_none();
+        if gro_error.is_some() {
+            // All or none: a read is cut up only when every socket does GRO.
+            for f in &flows {
+                let _ = sys::set_gro(f.as_raw_fd(), false);
+            }
+        }
+        let gro_fallback = gro_error.map(|e| Worker::gro_refused(&e));
+        let lazy_receive = cfg.mode == Mode::Rate && flows.iter().all(|f| f.kernel_stamps);
+        let recv_slot = if gro {
+            (MAX_GRO_SEGMENTS * (cfg.size + 64)).min(MAX_GRO_BYTES)
+        } else {
+            cfg.size + 64
+        };
         let pollfds = flows
             .iter()
             .map(|f| libc::pollfd {
@@ -165,11 +229,18 @@ impl Worker {
             flows,
             tally: Tally::new(spec.sched),
             send: SendBatch::new(cfg.batch, cfg.target),
-            send_buf: vec![0; cfg.batch * cfg.size],
-            due: Vec::with_capacity(cfg.batch),
-            offsets: Vec::with_capacity(cfg.batch),
-            // Room for replies a little longer than ours: they fail the checksum.
-            recv: RecvBatch::new(cfg.batch.max(MIN_RECV_BATCH), cfg.size + 64),
+            send_buf: vec![0; send_room * cfg.size],
+            due: Vec::with_capacity(send_room),
+            offsets: Vec::with_capacity(send_room),
+            // Room for replies a little longer than ours (they fail the
+            // checksum); with GRO for a whole coalesced train of them.
+            recv: RecvBatch::new(cfg.batch.max(MIN_RECV_BATCH), recv_slot),
+            parsed: Vec::with_capacity(MAX_GRO_SEGMENTS),
+            train: cfg.train,
+            gso_on,
+            gso_fallback,
+            gro_fallback,
+            lazy_receive,
             pollfds,
             round: 0,
             pos: 0,
@@ -216,7 +287,14 @@ impl Worker {
             } else {
                 wake.saturating_sub(now)
             };
-            if sys::poll(&mut self.pollfds, timeout)? > 0 {
+            if sending && self.lazy_receive {
+                // Replies keep their kernel stamps: take them when it is
+                // time to send anyway.
+                sys::sleep_ns(timeout)?;
+                if sys::poll(&mut self.pollfds, 0)? > 0 {
+                    self.receive()?;
+                }
+            } else if sys::poll(&mut self.pollfds, timeout)? > 0 {
                 self.receive()?;
             } else if self.spin {
                 std::hint::spin_loop();
@@ -227,117 +305,9 @@ impl Worker {
     /// When the thread next has something to send (or to time out).
     fn next_due_ns(&self) -> u64 {
         match self.mode {
-            Mode::Rate => {
-                let i = self.next_index();
-                if i >= self.total {
-                    u64::MAX
-                } else {
-                    self.sched.intended_ns(i)
-                }
-            }
+            Mode::Rate => self.next_train_due_ns(),
             Mode::Pingpong => self.next_pingpong_due_ns(),
         }
-    }
-
-    /// Builds the datagrams in `self.due` (stamped with one send time) and
-    /// sends them, one `sendmmsg` per flow.
-    fn transmit(&mut self) -> io::Result<()> {
-        let size = self.codec.size();
-        self.due.sort_unstable_by_key(|d| (d.local, d.seq));
-        let stamp = now_monotonic_ns();
-        let back_to_back = self.sched.back_to_back();
-        for (j, d) in self.due.iter_mut().enumerate() {
-            if back_to_back {
-                // No schedule: the packet was meant to go when it goes.
-                d.intended_ns = stamp;
-            }
-            let f = &mut self.flows[d.local];
-            self.codec.emit(
-                &mut self.send_buf[j * size..(j + 1) * size],
-                f.id,
-                d.seq,
-                d.intended_ns,
-                stamp,
-            );
-            f.next_seq = f.next_seq.max(d.seq + 1);
-        }
-        let mut start = 0;
-        while start < self.due.len() {
-            let local = self.due[start].local;
-            let end = start
-                + self.due[start..]
-                    .iter()
-                    .take_while(|d| d.local == local)
-                    .count();
-            self.send_group(start, end, stamp)?;
-            start = end;
-        }
-        Ok(())
-    }
-
-    /// Sends `self.due[start..end]` (all of one flow).
-    fn send_group(&mut self, start: usize, end: usize, stamp: u64) -> io::Result<()> {
-        let size = self.codec.size();
-        let fd = self.flows[self.due[start].local].as_raw_fd();
-        let mut k = start;
-        let mut retries = 0;
-        while k < end {
-            self.offsets.clear();
-            self.offsets.extend((k..end).map(|j| j * size));
-            match self.send.send(fd, &self.send_buf, &self.offsets, size) {
-                Ok(m) if m > 0 => {
-                    for d in &mut self.due[k..k + m] {
-                        d.sent = true;
-                        self.tally.sent(d.intended_ns, stamp);
-                    }
-                    k += m;
-                    retries = 0;
-                }
-                Ok(_) => {
-                    // Nothing taken and no error: count it, never loop forever.
-                    self.tally.send_failed();
-                    k += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    // An earlier datagram met ICMP port unreachable; the
-                    // error is now cleared and this one was not sent: retry.
-                    self.tally.refused(now_monotonic_ns());
-                    retries += 1;
-                    if retries > MAX_SEND_RETRIES {
-                        for _ in k..end {
-                            self.tally.send_failed();
-                        }
-                        return Ok(());
-                    }
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.raw_os_error() == Some(libc::ENOBUFS) =>
-                {
-                    retries += 1;
-                    if retries > MAX_SEND_RETRIES {
-                        for _ in k..end {
-                            self.tally.send_failed();
-                        }
-                        return Ok(());
-                    }
-                    self.tally.send_retried();
-                    wait_writable(fd)?;
-                }
-                Err(e) => {
-                    if !self.tally.ever_sent {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("cannot send to {}: {e}", self.target),
-                        ));
-                    }
-                    self.tally.send_failed();
-                    k += 1;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Takes the queued replies of every readable socket.
@@ -367,9 +337,22 @@ impl Worker {
                     break;
                 }
                 let now = now_monotonic_ns();
+                let wall = now_realtime_ns();
+                let mut parsed = std::mem::take(&mut self.parsed);
                 for i in 0..n {
-                    self.account(i, now);
+                    let d = self.recv.datagram(i);
+                    let (segment, stamp) = self.recv.control(i);
+                    // The kernel's arrival time on the monotonic clock: as
+                    // long before `now` as the stamp is before `wall`.
+                    let arrival = stamp.map_or(now, |s| now.saturating_sub(wall.saturating_sub(s)));
+                    parsed.clear();
+                    parsed.extend(segments(d.len(), segment).map(|r| self.codec.parse(&d[r])));
+                    self.tally.gro_read(parsed.len() as u64, now);
+                    for p in parsed.drain(..) {
+                        self.account(p, arrival, now);
+                    }
                 }
+                self.parsed = parsed;
                 if n < self.recv.capacity() {
                     break;
                 }
@@ -378,9 +361,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Validates and counts datagram `i` of the last receive.
-    fn account(&mut self, i: usize, now: u64) {
-        let p = match self.codec.parse(self.recv.datagram(i)) {
+    /// Counts one received datagram, parsed, that arrived at `arrival` and
+    /// was read at `now`.
+    fn account(&mut self, parsed: Result<Probe, Invalid>, arrival: u64, now: u64) {
+        let p = match parsed {
             Ok(p) => p,
             Err(why) => return self.tally.invalid(why, now),
         };
@@ -388,11 +372,11 @@ impl Worker {
         let ours = p.flow < self.flows_total && p.flow % threads == self.thread as u32;
         let local = (p.flow / threads) as usize;
         if !ours || local >= self.flows.len() || !self.flows[local].was_sent(p.seq) {
-            return self.tally.invalid(crate::codec::Invalid::Foreign, now);
+            return self.tally.invalid(Invalid::Foreign, now);
         }
         let f = &mut self.flows[local];
-        let arrival = f.window.record(p.seq);
-        self.tally.reply(&p, arrival, now);
+        let kind = f.window.record(p.seq);
+        self.tally.reply(&p, kind, arrival);
         if f.outstanding.is_some_and(|o| o.seq == p.seq) {
             released(&self.sched, &mut self.tally, f, now);
         }
@@ -425,16 +409,6 @@ impl Worker {
         });
         self.tick_index += 1;
     }
-}
-
-/// Waits (up to 1 ms) for room in `fd`'s send buffer.
-fn wait_writable(fd: RawFd) -> io::Result<()> {
-    let mut p = [libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    }];
-    sys::poll(&mut p, 1_000_000).map(|_| ())
 }
 
 #[cfg(test)]

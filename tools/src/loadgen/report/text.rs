@@ -1,6 +1,7 @@
 //! The text form of the final report: a sockperf/dnsperf-style summary,
 //! with the rare counters (late, time-outs, send trouble, unsent, skipped
-//! slots, refusals) shown only when they are not zero.
+//! slots, refusals) shown only when they are not zero, and the sender's
+//! side (lateness, trains, thread CPU; see `send_side`).
 
 use std::fmt;
 
@@ -63,6 +64,7 @@ impl fmt::Display for Report {
             ("Send errors:        ", self.send_errors),
             ("Send retries:       ", self.send_retries),
             ("Skipped slots:      ", self.skipped_slots),
+            ("Sent early (bug):   ", self.sent_early),
         ] {
             if v > 0 {
                 writeln!(f, "  {name}{v}")?;
@@ -94,12 +96,9 @@ impl fmt::Display for Report {
                 "  Rate asked:         none (back_to_back: next packet as soon as the echo arrives)"
             )?,
         }
-        writeln!(
-            f,
-            "  Send rate:          {:.1} pkt/s (at most {:.1} us behind schedule)",
-            self.send_rate, self.behind_max_us
-        )?;
+        writeln!(f, "  Send rate:          {:.1} pkt/s", self.send_rate)?;
         writeln!(f, "  Echo rate:          {:.1} pkt/s", self.echo_rate)?;
+        self.send_side.write_text(f, self.sent)?;
         writeln!(f)?;
         let block = if self.corrected_applicable {
             text_block(&[

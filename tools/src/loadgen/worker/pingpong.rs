@@ -125,6 +125,7 @@ mod tests {
             start_ns: 0,
             rate: Some(1000),
             flows: 2,
+            train: 1,
             warmup_ns: 0,
             duration_ns: 1_000_000_000,
         };

@@ -1,6 +1,7 @@
-//! Rate mode of a sending thread: the open-loop schedule, walked flow by
-//! flow (packet `i` goes to flow `i % flows`), sending what is due in
-//! `sendmmsg` batches. A thread still behind when `--duration` is over
+//! Rate mode of a sending thread: the open-loop schedule, walked train by
+//! train (a train is one packet without `--gso`; trains go to the flows in
+//! turn, see `schedule`): a train is taken when its last member is due, and
+//! what was taken goes out in `sendmmsg` batches or `UDP_SEGMENT` trains. A thread still behind when `--duration` is over
 //! (after a short grace) stops like wrk2: the packets it never sent are
 //! counted `unsent`, not lost.
 
@@ -25,24 +26,27 @@ impl Worker {
             return Ok(true);
         }
         let budget = self.batch * self.flows.len();
+        // Whole trains per transmit: at least one, at most --batch packets
+        // unless a train is longer.
+        let room = self.batch.max(self.train as usize);
         let mut done = 0;
         while done < budget {
             self.due.clear();
-            while self.due.len() < self.batch {
-                let i = self.next_index();
-                if i >= self.total {
+            while let Some((i, len)) = self.next_train() {
+                if self.sched.intended_ns(i + len - 1) > now
+                    || (self.due.len() + len as usize > room && !self.due.is_empty())
+                {
                     break;
                 }
-                let intended_ns = self.sched.intended_ns(i);
-                if intended_ns > now {
-                    break;
+                let seq = self.round * u64::from(self.train);
+                for k in 0..len {
+                    self.due.push(Due {
+                        local: self.pos,
+                        seq: seq + k,
+                        intended_ns: self.sched.intended_ns(i + k),
+                        sent: false,
+                    });
                 }
-                self.due.push(Due {
-                    local: self.pos,
-                    seq: self.round,
-                    intended_ns,
-                    sent: false,
-                });
                 self.pos += 1;
                 if self.pos == self.flows.len() {
                     self.pos = 0;
@@ -58,14 +62,31 @@ impl Worker {
         Ok(self.next_index() >= self.total)
     }
 
+    /// The thread's next train: global index of its first packet and its
+    /// length; `None` when the schedule is exhausted.
+    fn next_train(&self) -> Option<(u64, u64)> {
+        let seq = self.round * u64::from(self.train);
+        let (i, len) = self.sched.train_at(self.flows[self.pos].id, seq);
+        (i < self.total && len > 0).then_some((i, len))
+    }
+
+    /// When the thread's next train is due: when its last member is.
+    pub(super) fn next_train_due_ns(&self) -> u64 {
+        match self.next_train() {
+            Some((i, len)) => self.sched.intended_ns(i + len - 1),
+            None => u64::MAX,
+        }
+    }
+
     /// Counts what is left of the rate-mode schedule as unsent and ends it.
     fn give_up_rest(&mut self) {
         let mut left = 0;
+        let g = u64::from(self.train);
         for (local, f) in self.flows.iter().enumerate() {
             let next_seq = if local >= self.pos {
-                self.round
+                self.round * g
             } else {
-                self.round + 1
+                (self.round + 1) * g
             };
             left += self.sched.measured_left(f.id, next_seq);
         }
@@ -77,6 +98,7 @@ impl Worker {
 
     /// Global index of the next rate-mode packet.
     pub(super) fn next_index(&self) -> u64 {
-        self.sched.index(self.flows[self.pos].id, self.round)
+        let seq = self.round * u64::from(self.train);
+        self.sched.index(self.flows[self.pos].id, seq)
     }
 }
