@@ -1,5 +1,5 @@
-//! `sweep.svg`: two panels over server threads, one line per socket-mode/io
-//! combination: max clean rate (k packets/s) on top, server CPU time per
+//! `sweep.svg`: two panels over server threads, one line per socket
+//! mode/io/GRO combination (legend `reuseport/epoll/GRO off`): max clean rate (k packets/s) on top, server CPU time per
 //! echoed packet at the common rate below. Text is plain SVG `<text>` (no
 //! font files are needed or read).
 
@@ -157,12 +157,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.svg");
         let mut rows = Vec::new();
-        for (mode, k) in [("shared", 1.0), ("reuseport", 1.8)] {
+        for (mode, gro, k) in [("shared", "on", 1.0), ("reuseport", "off", 1.8)] {
             for t in [1u16, 2, 4, 8] {
                 rows.push(Row {
                     threads: t,
                     mode: mode.into(),
                     io: "blocking".into(),
+                    gro: gro.into(),
                     max_clean_rate: Some(50_000.0 * k * f64::from(t).sqrt()),
                     cpu_ns_per_pkt: (t != 4).then_some(2_000.0 / k),
                     ..Row::default()
@@ -176,8 +177,8 @@ mod tests {
             "server threads",
             "max clean rate (k packets/s)",
             "CPU ns / packet",
-            "shared/blocking",
-            "reuseport/blocking",
+            "shared/blocking/GRO on",
+            "reuseport/blocking/GRO off",
         ] {
             assert!(svg.contains(text), "missing {text:?}");
         }
