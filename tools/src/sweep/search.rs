@@ -37,9 +37,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Loss within the allowed percentage.
+    /// Loss within the allowed percentage, and something was sent: a
+    /// probe that sent nothing proves nothing about the server.
     pub fn is_clean(&self, max_loss_pct: f64) -> bool {
-        self.loss_pct.is_finite() && self.loss_pct <= max_loss_pct
+        self.send_rate > 0.0 && self.loss_pct.is_finite() && self.loss_pct <= max_loss_pct
     }
 
     /// The generator sent less than `tolerance` times the asked rate.
@@ -355,6 +356,20 @@ mod tests {
                 assert!(b.is_clean(0.1));
             }
         }
+    }
+
+    #[test]
+    fn a_probe_that_sent_nothing_is_not_clean() {
+        let o = Outcome {
+            rate: 50_000,
+            send_rate: 0.0,
+            echo_rate: 0.0,
+            loss_pct: 0.0,
+            p50_us: None,
+            p99_us: None,
+        };
+        assert!(!o.is_clean(0.1));
+        assert!(Outcome { send_rate: 49_990.0, ..o }.is_clean(0.1));
     }
 
     #[test]
