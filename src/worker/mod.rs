@@ -92,11 +92,16 @@ impl Worker {
         let fd = socket.as_raw_fd();
         let kernel_clock = io::enable_rx_timestamps(fd).is_ok();
         let _ = io::enable_rxq_ovfl(fd);
-        let ipv6 = socket.local_addr()?.is_ipv6();
+        let local = socket.local_addr()?;
+        let ipv6 = local.is_ipv6();
         let _ = io::enable_recverr(fd, ipv6);
         // Each datagram's destination: replies leave from it, and group
-        // destinations can be refused (guard::dest).
-        let _ = io::enable_pktinfo(fd, ipv6);
+        // destinations can be refused (guard::dest). Only a wildcard bind
+        // needs it: a socket bound to one unicast address receives only
+        // datagrams sent to that address, and its replies leave from it.
+        if local.ip().is_unspecified() {
+            let _ = io::enable_pktinfo(fd, ipv6);
+        }
         let waiter = Waiter::new(io, &socket, IDLE_WAKE)?;
         let uring = match io {
             IoMode::Uring => Some(Uring::new(fd, &mut pool)?),
