@@ -369,7 +369,11 @@ mod tests {
             p99_us: None,
         };
         assert!(!o.is_clean(0.1));
-        assert!(Outcome { send_rate: 49_990.0, ..o }.is_clean(0.1));
+        assert!(Outcome {
+            send_rate: 49_990.0,
+            ..o
+        }
+        .is_clean(0.1));
     }
 
     #[test]
