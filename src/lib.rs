@@ -21,13 +21,15 @@ pub mod logging;
 pub mod metrics;
 pub mod packet;
 pub mod pool;
-pub mod probe;
 pub mod process;
 pub mod report;
 pub mod samples;
 pub mod server;
 pub mod socket;
-pub mod sockperf;
 pub mod stderr;
 pub mod udp_mem;
+pub mod wire;
 pub mod worker;
+
+// The wire formats under their old paths too.
+pub use wire::{probe, sockperf};

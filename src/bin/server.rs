@@ -17,6 +17,7 @@ use udp_packet_pool::socket::{BufferSizes, MAX_BUFFER};
 use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::stderr;
 use udp_packet_pool::udp_mem::UdpMem;
+use udp_packet_pool::wire::Protocol;
 use udp_packet_pool::worker::IoMode;
 
 /// Multi-threaded UDP echo server with per-worker freelist packet pools.
@@ -90,8 +91,11 @@ struct Args {
     /// Turn GRO off: one datagram per buffer of --packet-size bytes.
     #[arg(long, overrides_with = "gro")]
     no_gro: bool,
-    /// Answer like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). Without it the echo is byte-exact (RFC 862).
-    #[arg(long)]
+    /// What to answer. echo: every datagram back byte-exact (RFC 862). sockperf: like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes).
+    #[arg(long, value_enum, default_value_t = Protocol::Echo)]
+    protocol: Protocol,
+    /// Same as --protocol sockperf.
+    #[arg(long, conflicts_with = "protocol")]
     sockperf: bool,
     /// SO_RCVBUF request in bytes (capped at 256 MiB); the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it. A warning at start says when the buffers of all sockets (one per worker with --reuseport) add up to net.ipv4.udp_mem's limit for all UDP sockets of the host.
     #[arg(long, value_name = "BYTES", default_value_t = udp_packet_pool::socket::DEFAULT_RECV_BUFFER)]
@@ -251,13 +255,14 @@ fn run() -> u8 {
             }),
         },
     };
-    let sockperf = args.sockperf;
-    let pipeline = move |_| {
-        if sockperf {
-            Pipeline::echo().with(SockperfReply)
-        } else {
-            Pipeline::echo()
-        }
+    let protocol = if args.sockperf {
+        Protocol::Sockperf
+    } else {
+        args.protocol
+    };
+    let pipeline = move |_| match protocol {
+        Protocol::Echo => Pipeline::echo(),
+        Protocol::Sockperf => Pipeline::echo().with(SockperfReply),
     };
     let handle = match server::start_with(&cfg, pipeline) {
         Ok(h) => h,
@@ -372,7 +377,10 @@ fn run() -> u8 {
         },
         handle.recv_buffer(),
         server::memory_needed(&cfg).unwrap_or(0) as f64 / (1024.0 * 1024.0),
-        if sockperf { "sockperf" } else { "byte-exact echo" },
+        match protocol {
+            Protocol::Echo => "byte-exact echo",
+            Protocol::Sockperf => "sockperf",
+        },
         guards_summary(&cfg.guard)
     ));
     let result = handle.join();

@@ -1,0 +1,23 @@
+//! Wire formats: views over datagram bytes with named field ranges, each
+//! validated once when the view is made, and the reply stages built on
+//! them.
+//!
+//! - [`probe`]: the header our client and loadgen put in every datagram
+//!   (sequence, send time, flow), so replies can be matched and timed.
+//! - [`sockperf`]: sockperf's message header and the `--protocol sockperf`
+//!   reply stage.
+
+pub mod probe;
+pub mod sockperf;
+
+/// What the server answers (`--protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Byte-exact echo (RFC 862): every datagram back as it came.
+    #[default]
+    Echo,
+    /// Like a sockperf server: reply only to sockperf requests that ask for
+    /// one (see `sockperf::SockperfReply`).
+    Sockperf,
+}
