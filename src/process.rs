@@ -20,6 +20,12 @@ pub enum DropReason {
     SockperfNoReply,
     /// Too short or malformed for the active protocol.
     Malformed,
+    /// `--protocol framed`: not an intact frame (short, length mismatch,
+    /// bad CRC-32C, other version); never answered.
+    BadFrame,
+    /// `--protocol framed`: an intact reply frame (type with the high bit
+    /// set); never answered, so no two services bounce frames for ever.
+    FrameNoReply,
     /// Refused by a filter stage.
     Filtered,
     /// Held in the send backlog longer than `--send-deadline` (the socket
@@ -44,11 +50,13 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Truncated,
         DropReason::PoolExhausted,
         DropReason::SockperfNoReply,
         DropReason::Malformed,
+        DropReason::BadFrame,
+        DropReason::FrameNoReply,
         DropReason::Filtered,
         DropReason::SendDeadline,
         DropReason::BadSourcePort,
@@ -66,6 +74,8 @@ impl DropReason {
             DropReason::PoolExhausted => "pool_exhausted",
             DropReason::SockperfNoReply => "sockperf_no_reply",
             DropReason::Malformed => "malformed",
+            DropReason::BadFrame => "bad_frame",
+            DropReason::FrameNoReply => "frame_no_reply",
             DropReason::Filtered => "filtered",
             DropReason::SendDeadline => "send_deadline",
             DropReason::BadSourcePort => "bad_source_port",

@@ -17,6 +17,7 @@ use udp_packet_pool::socket::{BufferSizes, MAX_BUFFER};
 use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::stderr;
 use udp_packet_pool::udp_mem::UdpMem;
+use udp_packet_pool::wire::framed::FramedReply;
 use udp_packet_pool::wire::Protocol;
 use udp_packet_pool::worker::IoMode;
 
@@ -91,7 +92,7 @@ struct Args {
     /// Turn GRO off: one datagram per buffer of --packet-size bytes.
     #[arg(long, overrides_with = "gro")]
     no_gro: bool,
-    /// What to answer. echo: every datagram back byte-exact (RFC 862). sockperf: like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes).
+    /// What to answer. echo: every datagram back byte-exact (RFC 862). sockperf: like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). framed: the framed protocol with CRC-32C (README, src/wire/framed.rs): echo requests get echo replies; bad frames are dropped as bad_frame, reply frames as frame_no_reply; other requests get an error reply no longer than them.
     #[arg(long, value_enum, default_value_t = Protocol::Echo)]
     protocol: Protocol,
     /// Same as --protocol sockperf.
@@ -263,6 +264,7 @@ fn run() -> u8 {
     let pipeline = move |_| match protocol {
         Protocol::Echo => Pipeline::echo(),
         Protocol::Sockperf => Pipeline::echo().with(SockperfReply),
+        Protocol::Framed => Pipeline::echo().with(FramedReply),
     };
     let handle = match server::start_with(&cfg, pipeline) {
         Ok(h) => h,
@@ -380,6 +382,7 @@ fn run() -> u8 {
         match protocol {
             Protocol::Echo => "byte-exact echo",
             Protocol::Sockperf => "sockperf",
+            Protocol::Framed => "framed",
         },
         guards_summary(&cfg.guard)
     ));

@@ -6,7 +6,10 @@
 //!   (sequence, send time, flow), so replies can be matched and timed.
 //! - [`sockperf`]: sockperf's message header and the `--protocol sockperf`
 //!   reply stage.
+//! - [`framed`]: the framed protocol (`[type | sequence | length | data]`
+//!   with a CRC-32C) and the `--protocol framed` reply stage.
 
+pub mod framed;
 pub mod probe;
 pub mod sockperf;
 
@@ -20,4 +23,6 @@ pub enum Protocol {
     /// Like a sockperf server: reply only to sockperf requests that ask for
     /// one (see `sockperf::SockperfReply`).
     Sockperf,
+    /// The framed protocol with CRC-32C (see `framed::FramedReply`).
+    Framed,
 }

@@ -1,0 +1,588 @@
+//! The framed protocol (`--protocol framed`): the seed design's
+//! `[type | sequence | length | data]` header with a version, flags, a
+//! status byte and a CRC-32C (RFC 3720, Castagnoli) over the whole frame.
+//!
+//! ```text
+//!  0               1               2               3
+//! +---------------+---------------+---------------+---------------+
+//! |  version = 1  |     type      |  flags = 0    |    status     |  0
+//! +---------------+---------------+---------------+---------------+
+//! |                     sequence (u32, BE)                        |  4
+//! +---------------+---------------+---------------+---------------+
+//! |     length (u16, BE) = payload bytes  |     reserved = 0      |  8
+//! +---------------+---------------+---------------+---------------+
+//! |                      CRC-32C (u32, BE)                        | 12
+//! +---------------+---------------+---------------+---------------+
+//! |                    payload (length bytes) ...                    16
+//! ```
+//!
+//! The CRC covers the 16 header bytes with the CRC field taken as zero,
+//! then the payload. A datagram is a frame only if it holds the whole
+//! header, its length field equals the bytes after the header exactly, its
+//! CRC verifies, its version is 1 and its type is known
+//! ([`Packet::new_checked`]).
+//!
+//! Types with the high bit set (`0x80`) are replies and are never answered,
+//! in this version or any later one: two servers (or a server and a plain
+//! echo service) cannot bounce frames at each other for ever.
+//!
+//! The server ([`FramedReply`]) answers in place, never with more bytes than
+//! arrived (amplification at most 1):
+//!
+//! - echo request: an echo reply, same sequence and payload, new CRC;
+//! - a frame that fails validation (short, length mismatch, bad CRC, other
+//!   version): dropped as `bad_frame`, never answered (its bytes cannot be
+//!   trusted, not even its sequence number);
+//! - a valid reply (high bit set, known or not): dropped as
+//!   `frame_no_reply`;
+//! - a valid request the server cannot serve (unknown request type,
+//!   non-zero flags, status or reserved field, stats request and broadcast
+//!   for now): an error reply ([`Type::Error`]) exactly as long as the
+//!   request, same sequence, the [`ErrorCode`] in `status` and its text as
+//!   payload (cut to the request's payload length, zero-padded).
+
+use crate::packet::PacketBuffer;
+use crate::process::{DropReason, Stage, Verdict};
+
+/// Header length in bytes.
+pub const HEADER_LEN: usize = 16;
+/// The only version this server speaks.
+pub const VERSION: u8 = 1;
+/// Type bit that marks a reply: never answered.
+pub const REPLY_BIT: u8 = 0x80;
+
+mod field {
+    use std::ops::Range;
+    pub const VERSION: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const FLAGS: usize = 2;
+    pub const STATUS: usize = 3;
+    pub const SEQ: Range<usize> = 4..8;
+    pub const LEN: Range<usize> = 8..10;
+    pub const RESERVED: Range<usize> = 10..12;
+    pub const CRC: Range<usize> = 12..16;
+}
+
+/// Frame types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Type {
+    /// Asks for an [`Type::EchoReply`] with the same sequence and payload.
+    EchoRequest = 0x01,
+    /// Asks for the server's counters (not implemented yet: error reply).
+    StatsRequest = 0x02,
+    /// Asks the server to relay the payload to its clients (not
+    /// implemented yet: error reply).
+    Broadcast = 0x03,
+    /// The answer to an echo request.
+    EchoReply = 0x81,
+    /// The server's counters as JSON (reserved; not sent yet).
+    StatsReply = 0x82,
+    /// A broadcast relayed to a client (reserved; not sent yet).
+    BroadcastMessage = 0x83,
+    /// A request the server could not serve; `status` says why.
+    Error = 0xFF,
+}
+
+impl Type {
+    /// The type for a type byte, if it is known.
+    pub fn from_u8(v: u8) -> Option<Type> {
+        Some(match v {
+            0x01 => Type::EchoRequest,
+            0x02 => Type::StatsRequest,
+            0x03 => Type::Broadcast,
+            0x81 => Type::EchoReply,
+            0x82 => Type::StatsReply,
+            0x83 => Type::BroadcastMessage,
+            0xFF => Type::Error,
+            _ => return None,
+        })
+    }
+
+    /// Whether frames of this type are replies (never answered).
+    pub fn is_reply(self) -> bool {
+        self as u8 & REPLY_BIT != 0
+    }
+}
+
+/// The `status` byte of an error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// A request type this server does not know.
+    UnknownType = 1,
+    /// A known request the server does not serve yet.
+    NotImplemented = 2,
+    /// Non-zero flags, status or reserved field in a request.
+    BadRequest = 3,
+}
+
+impl ErrorCode {
+    /// The text an error reply carries (as much as fits).
+    pub fn text(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownType => "unknown type",
+            ErrorCode::NotImplemented => "not implemented",
+            ErrorCode::BadRequest => "bad request",
+        }
+    }
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// Shorter than the 16-byte header.
+    Truncated,
+    /// The length field is not the number of bytes after the header.
+    LengthMismatch,
+    /// The CRC-32C does not verify.
+    BadCrc,
+    /// A version other than [`VERSION`].
+    BadVersion,
+    /// A type byte [`Type::from_u8`] does not know.
+    UnknownType,
+}
+
+/// CRC-32C of a frame: header with the CRC field as zero, then payload.
+/// `buf` must hold at least [`HEADER_LEN`] bytes.
+pub fn frame_crc(buf: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&buf[..field::CRC.start]);
+    let crc = crc32c::crc32c_append(crc, &[0; 4]);
+    crc32c::crc32c_append(crc, &buf[HEADER_LEN..])
+}
+
+/// A frame over any byte buffer; [`Packet::new_checked`] validates once so
+/// the accessors cannot panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking it (accessors panic on one shorter
+    /// than the header).
+    pub fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wraps a buffer that is a whole, intact frame of a known type. The
+    /// checks run in this order: length, CRC, version, type; so a frame
+    /// reported as [`Error::BadVersion`] or [`Error::UnknownType`] did
+    /// arrive intact.
+    pub fn new_checked(buffer: T) -> Result<Packet<T>, Error> {
+        let b = buffer.as_ref();
+        if b.len() < HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let p = Packet::new_unchecked(buffer);
+        if usize::from(p.len()) != p.buffer.as_ref().len() - HEADER_LEN {
+            return Err(Error::LengthMismatch);
+        }
+        if p.crc() != frame_crc(p.buffer.as_ref()) {
+            return Err(Error::BadCrc);
+        }
+        if p.version() != VERSION {
+            return Err(Error::BadVersion);
+        }
+        if Type::from_u8(p.type_byte()).is_none() {
+            return Err(Error::UnknownType);
+        }
+        Ok(p)
+    }
+
+    fn u8_at(&self, i: usize) -> u8 {
+        self.buffer.as_ref()[i]
+    }
+
+    /// Protocol version.
+    pub fn version(&self) -> u8 {
+        self.u8_at(field::VERSION)
+    }
+
+    /// The raw type byte.
+    pub fn type_byte(&self) -> u8 {
+        self.u8_at(field::TYPE)
+    }
+
+    /// The type, if known (always, after [`Packet::new_checked`]).
+    pub fn frame_type(&self) -> Option<Type> {
+        Type::from_u8(self.type_byte())
+    }
+
+    /// Flag bits (none defined: zero).
+    pub fn flags(&self) -> u8 {
+        self.u8_at(field::FLAGS)
+    }
+
+    /// Status: an [`ErrorCode`] in an error reply, zero otherwise.
+    pub fn status(&self) -> u8 {
+        self.u8_at(field::STATUS)
+    }
+
+    /// Sequence number, chosen by the requester and copied into the reply.
+    pub fn seq(&self) -> u32 {
+        u32::from_be_bytes(
+            self.buffer.as_ref()[field::SEQ]
+                .try_into()
+                .expect("4 bytes"),
+        )
+    }
+
+    /// Payload length the header declares.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> u16 {
+        u16::from_be_bytes(
+            self.buffer.as_ref()[field::LEN]
+                .try_into()
+                .expect("2 bytes"),
+        )
+    }
+
+    /// The reserved field (zero).
+    pub fn reserved(&self) -> u16 {
+        u16::from_be_bytes(
+            self.buffer.as_ref()[field::RESERVED]
+                .try_into()
+                .expect("2 bytes"),
+        )
+    }
+
+    /// The CRC-32C field.
+    pub fn crc(&self) -> u32 {
+        u32::from_be_bytes(
+            self.buffer.as_ref()[field::CRC]
+                .try_into()
+                .expect("4 bytes"),
+        )
+    }
+
+    /// Bytes after the header.
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// The wrapped buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets the version.
+    pub fn set_version(&mut self, v: u8) {
+        self.buffer.as_mut()[field::VERSION] = v;
+    }
+
+    /// Sets the type byte.
+    pub fn set_type(&mut self, v: u8) {
+        self.buffer.as_mut()[field::TYPE] = v;
+    }
+
+    /// Sets the flags.
+    pub fn set_flags(&mut self, v: u8) {
+        self.buffer.as_mut()[field::FLAGS] = v;
+    }
+
+    /// Sets the status.
+    pub fn set_status(&mut self, v: u8) {
+        self.buffer.as_mut()[field::STATUS] = v;
+    }
+
+    /// Sets the sequence number.
+    pub fn set_seq(&mut self, v: u32) {
+        self.buffer.as_mut()[field::SEQ].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Sets the declared payload length.
+    pub fn set_len(&mut self, v: u16) {
+        self.buffer.as_mut()[field::LEN].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Sets the reserved field.
+    pub fn set_reserved(&mut self, v: u16) {
+        self.buffer.as_mut()[field::RESERVED].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Sets the CRC field as it stands.
+    pub fn set_crc(&mut self, v: u32) {
+        self.buffer.as_mut()[field::CRC].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Computes the CRC over the frame as it now stands and stores it.
+    pub fn fill_crc(&mut self) {
+        let crc = frame_crc(self.buffer.as_ref());
+        self.set_crc(crc);
+    }
+
+    /// Bytes after the header, writable.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[HEADER_LEN..]
+    }
+}
+
+/// A whole frame of type `ty` (flags, status and reserved zero) around
+/// `payload`, which must be at most 65535 bytes.
+pub fn encode(ty: Type, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(payload.len()).expect("payload of at most 65535 bytes");
+    let mut buf = vec![0u8; HEADER_LEN + payload.len()];
+    buf[HEADER_LEN..].copy_from_slice(payload);
+    let mut p = Packet::new_unchecked(&mut buf[..]);
+    p.set_version(VERSION);
+    p.set_type(ty as u8);
+    p.set_seq(seq);
+    p.set_len(len);
+    p.fill_crc();
+    buf
+}
+
+/// Turns the frame in `buf` (at least [`HEADER_LEN`] bytes, length field
+/// already right) into an error reply of the same length, in place.
+fn error_reply(buf: &mut [u8], code: ErrorCode) -> Verdict {
+    let mut p = Packet::new_unchecked(buf);
+    p.set_type(Type::Error as u8);
+    p.set_flags(0);
+    p.set_status(code as u8);
+    p.set_reserved(0);
+    let out = p.payload_mut();
+    let text = code.text().as_bytes();
+    let n = text.len().min(out.len());
+    out[..n].copy_from_slice(&text[..n]);
+    out[n..].fill(0);
+    p.fill_crc();
+    Verdict::Echo
+}
+
+/// What the server does with the datagram in `buf`: rewrites it in place
+/// into its reply (same length) and says [`Verdict::Echo`], or leaves it
+/// alone and says why it is dropped. See the module docs for the rules.
+pub fn answer(buf: &mut [u8]) -> Verdict {
+    let ty = match Packet::new_checked(&*buf) {
+        Ok(p) => {
+            if p.flags() != 0 || p.status() != 0 || p.reserved() != 0 {
+                if p.type_byte() & REPLY_BIT != 0 {
+                    return Verdict::Drop(DropReason::FrameNoReply);
+                }
+                return error_reply(buf, ErrorCode::BadRequest);
+            }
+            p.frame_type().expect("checked")
+        }
+        Err(Error::Truncated | Error::LengthMismatch | Error::BadCrc | Error::BadVersion) => {
+            return Verdict::Drop(DropReason::BadFrame)
+        }
+        Err(Error::UnknownType) if buf[field::TYPE] & REPLY_BIT != 0 => {
+            return Verdict::Drop(DropReason::FrameNoReply)
+        }
+        Err(Error::UnknownType) => return error_reply(buf, ErrorCode::UnknownType),
+    };
+    match ty {
+        Type::EchoRequest => {
+            let mut p = Packet::new_unchecked(buf);
+            p.set_type(Type::EchoReply as u8);
+            p.fill_crc();
+            Verdict::Echo
+        }
+        Type::StatsRequest | Type::Broadcast => error_reply(buf, ErrorCode::NotImplemented),
+        Type::EchoReply | Type::StatsReply | Type::BroadcastMessage | Type::Error => {
+            Verdict::Drop(DropReason::FrameNoReply)
+        }
+    }
+}
+
+/// The `--protocol framed` reply stage (see [`answer`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FramedReply;
+
+impl Stage for FramedReply {
+    fn process(&mut self, pkt: &mut PacketBuffer<'_>) -> Verdict {
+        answer(pkt.payload_mut())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 3720 appendix B.4 test vectors.
+    #[test]
+    fn crc32c_matches_rfc3720_vectors() {
+        let inc: Vec<u8> = (0..32).collect();
+        let dec: Vec<u8> = (0..32).rev().collect();
+        assert_eq!(crc32c::crc32c(&[0u8; 32]), 0x8A91_36AA);
+        assert_eq!(crc32c::crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
+        assert_eq!(crc32c::crc32c(&inc), 0x46DD_794E);
+        assert_eq!(crc32c::crc32c(&dec), 0x113F_DB5C);
+    }
+
+    #[test]
+    fn frame_crc_zeroes_its_own_field() {
+        let mut f = encode(Type::EchoRequest, 7, b"abc");
+        let crc = Packet::new_unchecked(&f[..]).crc();
+        Packet::new_unchecked(&mut f[..]).set_crc(0xDEAD_BEEF);
+        assert_eq!(frame_crc(&f), crc);
+        let mut zeroed = f.clone();
+        zeroed[12..16].fill(0);
+        assert_eq!(crc32c::crc32c(&zeroed), crc);
+    }
+
+    #[test]
+    fn encode_roundtrips_and_layout_is_as_drawn() {
+        let f = encode(Type::EchoRequest, 0x0102_0304, b"hello");
+        assert_eq!(f.len(), HEADER_LEN + 5);
+        assert_eq!(&f[..12], &[1, 0x01, 0, 0, 1, 2, 3, 4, 0, 5, 0, 0]);
+        let p = Packet::new_checked(&f[..]).unwrap();
+        assert_eq!(p.version(), VERSION);
+        assert_eq!(p.frame_type(), Some(Type::EchoRequest));
+        assert_eq!(
+            (p.seq(), p.len(), p.flags(), p.status()),
+            (0x0102_0304, 5, 0, 0)
+        );
+        assert_eq!(p.payload(), b"hello");
+        assert_eq!(p.crc(), u32::from_be_bytes(f[12..16].try_into().unwrap()));
+        assert!(Packet::new_checked(&encode(Type::Error, 0, b"")[..]).is_ok());
+    }
+
+    #[test]
+    fn setters_roundtrip() {
+        let mut buf = [0u8; HEADER_LEN + 2];
+        let mut p = Packet::new_unchecked(&mut buf[..]);
+        p.set_version(1);
+        p.set_type(0x02);
+        p.set_flags(0x40);
+        p.set_status(3);
+        p.set_seq(u32::MAX);
+        p.set_len(2);
+        p.set_reserved(0xABCD);
+        p.payload_mut().copy_from_slice(b"xy");
+        p.fill_crc();
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(
+            (
+                p.type_byte(),
+                p.flags(),
+                p.status(),
+                p.seq(),
+                p.len(),
+                p.reserved()
+            ),
+            (2, 0x40, 3, u32::MAX, 2, 0xABCD)
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        for payload in [&b""[..], b"x", b"a longer payload of some bytes"] {
+            let f = encode(Type::EchoRequest, 42, payload);
+            for bit in 0..f.len() * 8 {
+                let mut g = f.clone();
+                g[bit / 8] ^= 1 << (bit % 8);
+                assert!(Packet::new_checked(&g[..]).is_err(), "bit {bit} of {f:?}");
+                assert!(
+                    matches!(answer(&mut g.clone()), Verdict::Drop(_)),
+                    "bit {bit}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_named() {
+        let f = encode(Type::EchoRequest, 1, b"abcd");
+        for n in 0..HEADER_LEN {
+            assert_eq!(Packet::new_checked(&f[..n]), Err(Error::Truncated));
+        }
+        assert_eq!(
+            Packet::new_checked(&f[..f.len() - 1]),
+            Err(Error::LengthMismatch)
+        );
+        let mut longer = f.clone();
+        longer.push(0);
+        assert_eq!(Packet::new_checked(&longer[..]), Err(Error::LengthMismatch));
+        let mut g = f.clone();
+        g[HEADER_LEN] ^= 0x20;
+        assert_eq!(Packet::new_checked(&g[..]), Err(Error::BadCrc));
+        let mut g = f.clone();
+        g[0] = 2;
+        Packet::new_unchecked(&mut g[..]).fill_crc();
+        assert_eq!(Packet::new_checked(&g[..]), Err(Error::BadVersion));
+        let mut g = f.clone();
+        g[1] = 0x42;
+        Packet::new_unchecked(&mut g[..]).fill_crc();
+        assert_eq!(Packet::new_checked(&g[..]), Err(Error::UnknownType));
+    }
+
+    #[test]
+    fn echo_request_becomes_echo_reply_in_place() {
+        let mut f = encode(Type::EchoRequest, 9, b"payload");
+        assert_eq!(answer(&mut f), Verdict::Echo);
+        assert_eq!(f, encode(Type::EchoReply, 9, b"payload"));
+    }
+
+    fn error_of(f: &mut [u8]) -> (u8, Vec<u8>) {
+        let n = f.len();
+        assert_eq!(answer(f), Verdict::Echo);
+        let p = Packet::new_checked(&*f).expect("a valid error reply");
+        assert_eq!(p.frame_type(), Some(Type::Error));
+        assert_eq!(f.len(), n);
+        (p.status(), p.payload().to_vec())
+    }
+
+    #[test]
+    fn unserved_requests_get_an_error_reply_no_longer_than_them() {
+        let mut f = encode(Type::StatsRequest, 3, &[0xEE; 20]);
+        let (code, text) = error_of(&mut f);
+        assert_eq!(code, ErrorCode::NotImplemented as u8);
+        assert_eq!(&text[..15], b"not implemented");
+        assert!(text[15..].iter().all(|&b| b == 0), "zero-padded");
+        assert_eq!(Packet::new_unchecked(&f[..]).seq(), 3);
+
+        let mut f = encode(Type::Broadcast, 4, b"hi");
+        assert_eq!(
+            error_of(&mut f),
+            (ErrorCode::NotImplemented as u8, b"no".to_vec())
+        );
+
+        let mut f = encode(Type::EchoRequest, 5, b"");
+        f[1] = 0x42;
+        Packet::new_unchecked(&mut f[..]).fill_crc();
+        assert_eq!(error_of(&mut f), (ErrorCode::UnknownType as u8, vec![]));
+
+        for at in [field::FLAGS, field::STATUS, field::RESERVED.start] {
+            let mut f = encode(Type::EchoRequest, 6, b"abcdefghijklmnop");
+            f[at] = 1;
+            Packet::new_unchecked(&mut f[..]).fill_crc();
+            let (code, text) = error_of(&mut f);
+            assert_eq!(code, ErrorCode::BadRequest as u8);
+            assert_eq!(&text[..11], b"bad request");
+        }
+    }
+
+    #[test]
+    fn replies_and_bad_frames_are_never_answered() {
+        for ty in [
+            Type::EchoReply,
+            Type::StatsReply,
+            Type::BroadcastMessage,
+            Type::Error,
+        ] {
+            let mut f = encode(ty, 1, b"x");
+            let before = f.clone();
+            assert_eq!(answer(&mut f), Verdict::Drop(DropReason::FrameNoReply));
+            assert_eq!(f, before, "left alone");
+        }
+        // An unknown reply type, even with a non-zero status.
+        let mut f = encode(Type::Error, 1, b"x");
+        f[1] = 0xC0;
+        f[3] = 9;
+        Packet::new_unchecked(&mut f[..]).fill_crc();
+        assert_eq!(answer(&mut f), Verdict::Drop(DropReason::FrameNoReply));
+        let mut f = encode(Type::EchoRequest, 1, b"x");
+        f[12] ^= 1;
+        assert_eq!(answer(&mut f), Verdict::Drop(DropReason::BadFrame));
+        assert_eq!(answer(&mut [0u8; 3]), Verdict::Drop(DropReason::BadFrame));
+        // An echo reply never becomes anything else: no loop with a second
+        // framed server or an RFC 862 echo service.
+        let mut f = encode(Type::EchoRequest, 1, b"x");
+        assert_eq!(answer(&mut f), Verdict::Echo);
+        assert_eq!(answer(&mut f), Verdict::Drop(DropReason::FrameNoReply));
+    }
+}
