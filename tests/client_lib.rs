@@ -21,6 +21,7 @@ fn config(addr: SocketAddr, payload: Payload, count: u32) -> ClientConfig {
         count,
         interval: Duration::from_millis(5),
         timeout: Duration::from_secs(2),
+        framed: false,
     }
 }
 

@@ -71,6 +71,19 @@ struct Cli {
     /// Print the summary as one JSON object on stdout (probe lines go to stderr)
     #[arg(long)]
     json: bool,
+
+    /// echo: plain datagrams, echoed byte for byte (RFC 862). framed: each
+    /// probe as a framed echo request (16-byte header with CRC-32C), and
+    /// only the matching echo reply counts (`server --protocol framed`)
+    #[arg(long, value_enum, default_value_t = ClientProtocol::Echo)]
+    protocol: ClientProtocol,
+}
+
+/// What the client speaks (`--protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientProtocol {
+    Echo,
+    Framed,
 }
 
 /// `eprintln!` without its panic when stderr fails (`2>/dev/full`, a reader
@@ -134,6 +147,7 @@ fn main() -> ExitCode {
         count: cli.count,
         interval: Duration::from_millis(cli.interval),
         timeout: Duration::from_millis(cli.timeout),
+        framed: cli.protocol == ClientProtocol::Framed,
     };
 
     // First Ctrl+C or SIGTERM: stop probing and print the summary so far.

@@ -28,6 +28,9 @@ pub struct ClientConfig {
     pub interval: Duration,
     /// How long to wait for each echo (more than zero).
     pub timeout: Duration,
+    /// Send each probe as a framed echo request and expect the framed echo
+    /// reply (`--protocol framed`, see `crate::wire::framed`).
+    pub framed: bool,
 }
 
 impl ClientConfig {
@@ -39,6 +42,7 @@ impl ClientConfig {
             count: 1,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            framed: false,
         }
     }
 
@@ -62,7 +66,11 @@ impl ClientConfig {
         if self.target.port() == 0 {
             return invalid(format!("invalid destination {}: port 0", self.target));
         }
-        let max = self.max_payload();
+        let max = if self.framed {
+            self.max_payload() - crate::wire::framed::HEADER_LEN
+        } else {
+            self.max_payload()
+        };
         if self.payload.len() > max {
             let what = match self.payload {
                 Payload::Pattern(_) => "--size",

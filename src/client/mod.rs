@@ -52,6 +52,8 @@
 
 // What to probe and where (and the payload limits).
 mod config;
+// --protocol framed: probes as framed echo requests.
+mod framing;
 // Probe bytes and the match / stale / mismatch verdict on an echo.
 mod payload;
 // The socket: one probe sent and waited for, ICMP and other errors.
@@ -115,10 +117,15 @@ pub fn run_until(
             break;
         }
         let expected = config.payload.for_seq(seq);
+        let (request, expected) = if config.framed {
+            framing::request_and_reply(seq, &expected)
+        } else {
+            (expected.clone(), expected)
+        };
         prober.drain(seq)?;
         last_send = Some(Instant::now());
         sent += 1;
-        match prober.probe(seq, &expected)? {
+        match prober.probe(seq, &request, &expected)? {
             Outcome::Echoed(rtt) => {
                 received += 1;
                 rtts.record(rtt);

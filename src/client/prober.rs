@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::config::ClientConfig;
+use super::framing;
 use super::payload::{classify, describe_mismatch, Verdict};
 
 /// Receive buffer: larger than any UDP payload, so no echo is ever truncated.
@@ -102,7 +103,7 @@ impl<'a> Prober<'a> {
                 Ok(n) => {
                     self.stale += 1;
                     let got = &self.buf[..n];
-                    match self.config.payload.stale_seq(got, seq) {
+                    match self.stale_seq(got, seq) {
                         Some(s) => writeln!(
                             self.out,
                             "ignored stale echo of seq={s} ({n} bytes) before seq={seq}"
@@ -126,16 +127,31 @@ impl<'a> Prober<'a> {
         result
     }
 
-    /// Send probe `seq` and wait for its echo.
-    pub(super) fn probe(&mut self, seq: u32, expected: &[u8]) -> io::Result<Outcome> {
+    /// The earlier probe `got` is a correct echo of, if any.
+    fn stale_seq(&self, got: &[u8], current: u32) -> Option<u32> {
+        if self.config.framed {
+            framing::stale_seq(&self.config.payload, got, current)
+        } else {
+            self.config.payload.stale_seq(got, current)
+        }
+    }
+
+    /// Send probe `seq` (the bytes `request`) and wait for its echo, which
+    /// must be `expected`.
+    pub(super) fn probe(
+        &mut self,
+        seq: u32,
+        request: &[u8],
+        expected: &[u8],
+    ) -> io::Result<Outcome> {
         let target = self.config.target;
         let sent_at = Instant::now();
-        match self.socket.send(expected) {
-            Ok(n) if n == expected.len() => {}
+        match self.socket.send(request) {
+            Ok(n) if n == request.len() => {}
             Ok(n) => {
                 return Err(io::Error::other(format!(
                     "short send to {target}: {n} of {} bytes",
-                    expected.len()
+                    request.len()
                 )))
             }
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Ok(Outcome::Refused),
@@ -175,7 +191,14 @@ impl<'a> Prober<'a> {
             };
             let rtt = sent_at.elapsed();
             let got = &self.buf[..n];
-            match classify(&self.config.payload, seq, expected, got) {
+            let verdict = match classify(&self.config.payload, seq, expected, got) {
+                Verdict::Mismatch { offset } => match self.stale_seq(got, seq) {
+                    Some(old) => Verdict::Stale { seq: old },
+                    None => Verdict::Mismatch { offset },
+                },
+                v => v,
+            };
+            match verdict {
                 Verdict::Match => return Ok(Outcome::Echoed(rtt)),
                 Verdict::Stale { seq: old } => {
                     self.stale += 1;
@@ -185,7 +208,11 @@ impl<'a> Prober<'a> {
                     )?;
                 }
                 Verdict::Mismatch { offset } => {
-                    return Ok(Outcome::Mismatch(describe_mismatch(got, expected, offset)))
+                    let framed = self.config.framed.then(|| framing::describe(got, seq));
+                    return Ok(Outcome::Mismatch(match framed.flatten() {
+                        Some(what) => format!("{} bytes: {what}", got.len()),
+                        None => describe_mismatch(got, expected, offset),
+                    }));
                 }
             }
         }
