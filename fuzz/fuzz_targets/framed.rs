@@ -1,0 +1,38 @@
+//! Fuzzes the framed protocol's reply stage on arbitrary bytes: it never
+//! panics and never changes a datagram's length; what it answers is an
+//! intact echo reply (same sequence and payload as an intact echo request)
+//! or an intact error reply; what it drops is left as it came, and only an
+//! intact reply frame is dropped as frame_no_reply.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use udp_packet_pool::process::{DropReason, Verdict};
+use udp_packet_pool::wire::framed::{self, Packet, Type};
+
+fuzz_target!(|data: &[u8]| {
+    let mut buf = data.to_vec();
+    let request = Packet::new_checked(data).ok();
+    match framed::answer(&mut buf) {
+        Verdict::Echo => {
+            assert_eq!(buf.len(), data.len(), "amplification 1");
+            let reply = Packet::new_checked(&buf[..]).expect("an intact reply");
+            match reply.frame_type() {
+                Some(Type::EchoReply) => {
+                    let req = request.expect("answered an intact request");
+                    assert_eq!(req.frame_type(), Some(Type::EchoRequest));
+                    assert_eq!((reply.seq(), reply.payload()), (req.seq(), req.payload()));
+                }
+                Some(Type::Error) => assert_eq!(reply.seq(), Packet::new_unchecked(data).seq()),
+                other => panic!("answered with {other:?}"),
+            }
+        }
+        Verdict::Drop(r) => {
+            assert_eq!(buf, data, "a dropped datagram is not rewritten");
+            match r {
+                DropReason::BadFrame => {}
+                DropReason::FrameNoReply => assert!(data[1] & framed::REPLY_BIT != 0),
+                other => panic!("unexpected drop reason {other:?}"),
+            }
+        }
+    }
+});
