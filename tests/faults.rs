@@ -165,7 +165,7 @@ fn a_socket_that_becomes_unusable_stops_the_server_with_the_report() {
         "2 worker handles + 1 metrics handle: {fds:?}"
     );
     let devnull = std::fs::File::open("/dev/null").unwrap();
-    // Descriptors are handed out lowest first: fds[0] is the first worker's.
+    // fds[0] is one of the workers' (the metrics handle is opened last).
     let target = fds[0];
     // Put /dev/null in its place (dup2 via the standard library is not
     // available; libc is a dependency of the package).
@@ -180,7 +180,9 @@ fn a_socket_that_becomes_unusable_stops_the_server_with_the_report() {
     assert_eq!(r.worker_failures.len(), 1, "{:?}", r.worker_failures);
     let f = &r.worker_failures[0];
     assert!(f.contains("socket unusable"), "{f}");
-    assert!(f.starts_with("worker 0"), "{f}");
+    // Which worker's descriptor was lowest depends on what other tests in
+    // this binary opened meanwhile: any one worker, named.
+    assert!(f.starts_with("worker 0") || f.starts_with("worker 1"), "{f}");
     assert_eq!((r.rx_packets, r.tx_packets, r.unaccounted), (1, 1, 0));
 }
 
