@@ -6,9 +6,12 @@
 //!   (sequence, send time, flow), so replies can be matched and timed.
 //! - [`sockperf`]: sockperf's message header and the `--protocol sockperf`
 //!   reply stage.
+//! - [`stamp`]: STAMP (RFC 8762) test packets and the `--protocol stamp`
+//!   Session-Reflector stage.
 
 pub mod probe;
 pub mod sockperf;
+pub mod stamp;
 
 /// What the server answers (`--protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -20,4 +23,7 @@ pub enum Protocol {
     /// Like a sockperf server: reply only to sockperf requests that ask for
     /// one (see `sockperf::SockperfReply`).
     Sockperf,
+    /// An RFC 8762 STAMP Session-Reflector, unauthenticated mode (see
+    /// `stamp::StampReflect`).
+    Stamp,
 }
