@@ -23,7 +23,7 @@ pub enum Protocol {
     /// Like a sockperf server: reply only to sockperf requests that ask for
     /// one (see `sockperf::SockperfReply`).
     Sockperf,
-    /// An RFC 8762 STAMP Session-Reflector, unauthenticated mode (see
-    /// `stamp::StampReflect`).
+    /// An RFC 8762 STAMP Session-Reflector, unauthenticated mode
+    /// (TWAMP-Light compatible; `stamp::StampReflect`).
     Stamp,
 }
