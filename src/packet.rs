@@ -44,6 +44,10 @@ pub struct PacketMeta {
     /// With UDP GRO: the buffer holds a train of datagrams of this size
     /// each (the last may be shorter), `len` bytes in all; 0: one datagram.
     pub segment: u16,
+    /// The IPv4 TTL / IPv6 hop limit it arrived with (`IP_RECVTTL` /
+    /// `IPV6_RECVHOPLIMIT`), when the worker asked for it
+    /// (`Stage::wants_ttl`) and the kernel said.
+    pub ttl: Option<u8>,
 }
 
 impl PacketMeta {
@@ -80,6 +84,7 @@ impl Default for PacketMeta {
             rx_clock: Clock::User,
             dest: None,
             segment: 0,
+            ttl: None,
         }
     }
 }

@@ -107,6 +107,12 @@ pub enum Verdict {
 pub trait Stage: Send {
     /// Decides about one datagram.
     fn process(&mut self, pkt: &mut PacketBuffer<'_>) -> Verdict;
+
+    /// Whether the stage reads `PacketMeta::ttl` (the worker then asks the
+    /// kernel for it: one more control message per datagram).
+    fn wants_ttl(&self) -> bool {
+        false
+    }
 }
 
 /// The stages a worker runs on every datagram.
@@ -131,6 +137,11 @@ impl Pipeline {
     pub fn then(mut self, then: Pipeline) -> Pipeline {
         self.stages.extend(then.stages);
         self
+    }
+
+    /// Whether any stage reads the received TTL / hop limit.
+    pub fn wants_ttl(&self) -> bool {
+        self.stages.iter().any(|s| s.wants_ttl())
     }
 
     /// Runs the truncation check and then every stage until one drops.

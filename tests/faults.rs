@@ -182,7 +182,10 @@ fn a_socket_that_becomes_unusable_stops_the_server_with_the_report() {
     assert!(f.contains("socket unusable"), "{f}");
     // Which worker's descriptor was lowest depends on what other tests in
     // this binary opened meanwhile: any one worker, named.
-    assert!(f.starts_with("worker 0") || f.starts_with("worker 1"), "{f}");
+    assert!(
+        f.starts_with("worker 0") || f.starts_with("worker 1"),
+        "{f}"
+    );
     assert_eq!((r.rx_packets, r.tx_packets, r.unaccounted), (1, 1, 0));
 }
 

@@ -18,6 +18,7 @@ use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::stderr;
 use udp_packet_pool::udp_mem::UdpMem;
 use udp_packet_pool::wire::framed::FramedReply;
+use udp_packet_pool::wire::stamp::{self, StampReflect};
 use udp_packet_pool::wire::Protocol;
 use udp_packet_pool::worker::IoMode;
 
@@ -92,12 +93,15 @@ struct Args {
     /// Turn GRO off: one datagram per buffer of --packet-size bytes.
     #[arg(long, overrides_with = "gro")]
     no_gro: bool,
-    /// What to answer. echo: every datagram back byte-exact (RFC 862). sockperf: like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). framed: the framed protocol with CRC-32C (README, src/wire/framed.rs): echo requests get echo replies; bad frames are dropped as bad_frame, reply frames as frame_no_reply; other requests get an error reply no longer than them.
+    /// What to answer. echo: every datagram back byte-exact (RFC 862). sockperf: like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). framed: the framed protocol with CRC-32C (README, src/wire/framed.rs): echo requests get echo replies; bad frames are dropped as bad_frame, reply frames as frame_no_reply; other requests get an error reply no longer than them. stamp: an RFC 8762 STAMP Session-Reflector, unauthenticated mode (TWAMP-Light compatible): each test packet of at least 44 bytes is answered at its own length with the reflector packet (T2 = kernel receive time, T3 = when the reply is built, sender's TTL); shorter ones are dropped as malformed.
     #[arg(long, value_enum, default_value_t = Protocol::Echo)]
     protocol: Protocol,
     /// Same as --protocol sockperf.
     #[arg(long, conflicts_with = "protocol")]
     sockperf: bool,
+    /// With --protocol stamp: stateful reflector, whose Sequence Number counts 0, 1, 2... per session (sender address and port; up to 4096 sessions in a table allocated at start, shared by all workers; a new session evicts the least recently seen of the 8 slots it may use). Default: stateless, the sender's Sequence Number copied.
+    #[arg(long)]
+    stamp_stateful: bool,
     /// SO_RCVBUF request in bytes (capped at 256 MiB); the kernel doubles it. With CAP_NET_ADMIN (root) it is forced past net.core.rmem_max (SO_RCVBUFFORCE), otherwise capped by it. A warning at start says when the buffers of all sockets (one per worker with --reuseport) add up to net.ipv4.udp_mem's limit for all UDP sockets of the host.
     #[arg(long, value_name = "BYTES", default_value_t = udp_packet_pool::socket::DEFAULT_RECV_BUFFER)]
     rcvbuf: usize,
@@ -261,10 +265,23 @@ fn run() -> u8 {
     } else {
         args.protocol
     };
+    if args.stamp_stateful && protocol != Protocol::Stamp {
+        stderr::line("server: --stamp-stateful needs --protocol stamp");
+        return 2;
+    }
+    let sessions = args.stamp_stateful.then(|| {
+        std::sync::Arc::new(std::sync::Mutex::new(stamp::Sessions::new(
+            stamp::STATEFUL_SESSIONS,
+        )))
+    });
     let pipeline = move |_| match protocol {
         Protocol::Echo => Pipeline::echo(),
         Protocol::Sockperf => Pipeline::echo().with(SockperfReply),
         Protocol::Framed => Pipeline::echo().with(FramedReply),
+        Protocol::Stamp => Pipeline::echo().with(match &sessions {
+            Some(t) => StampReflect::stateful(t.clone()),
+            None => StampReflect::stateless(),
+        }),
     };
     let handle = match server::start_with(&cfg, pipeline) {
         Ok(h) => h,
@@ -383,6 +400,8 @@ fn run() -> u8 {
             Protocol::Echo => "byte-exact echo",
             Protocol::Sockperf => "sockperf",
             Protocol::Framed => "framed",
+            Protocol::Stamp if args.stamp_stateful => "STAMP stateful reflector",
+            Protocol::Stamp => "STAMP stateless reflector",
         },
         guards_summary(&cfg.guard)
     ));

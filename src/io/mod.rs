@@ -55,8 +55,9 @@ pub use epoll::{poll_one, Epoll, Ready};
 pub use recv_batch::{recv_discard, RecvBatch, RecvWait};
 pub use send_batch::{send_train, SendBatch, SendError, SendFault};
 pub use sockopt::{
-    drain_error_queue, enable_ip_recverr, enable_pktinfo, enable_recverr, enable_rx_timestamps,
-    enable_rxq_ovfl, enable_udp_gro, force_buffer_size, recv_into, socket_drops,
+    drain_error_queue, enable_ip_recverr, enable_pktinfo, enable_recv_ttl, enable_recverr,
+    enable_rx_timestamps, enable_rxq_ovfl, enable_udp_gro, force_buffer_size, recv_into,
+    socket_drops,
 };
 pub use waiter::{Held, IoMode, Waited, Waiter, Wake};
 

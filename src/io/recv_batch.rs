@@ -23,9 +23,10 @@ use crate::pool::Slot;
 use super::addr;
 use super::clock::now_realtime_ns;
 
-/// Room for `SCM_TIMESTAMPNS` (timespec), `SO_RXQ_OVFL` (u32),
-/// `IP_PKTINFO` or `IPV6_PKTINFO` and `UDP_GRO` (int) control messages,
-/// 8-byte aligned as `cmsghdr` requires.
+/// Room for `SCM_TIMESTAMPNS` (timespec, 32 bytes with its header),
+/// `SO_RXQ_OVFL` (u32, 24), `IP_PKTINFO` or `IPV6_PKTINFO` (32 or 40),
+/// `UDP_GRO` (int, 24) and `IP_TTL` or `IPV6_HOPLIMIT` (int, 24) control
+/// messages: 144 of 192 bytes, 8-byte aligned as `cmsghdr` requires.
 const CMSG_WORDS: usize = 24;
 type CmsgBuf = [u64; CMSG_WORDS];
 
@@ -154,6 +155,7 @@ impl RecvBatch {
                 ovfl,
                 dest,
                 gro,
+                ttl,
             } = parse_cmsgs(&h.msg_hdr);
             if ovfl.is_some() {
                 self.kernel_drops = ovfl;
@@ -165,6 +167,7 @@ impl RecvBatch {
             meta.peer = peer.unwrap_or(meta.peer);
             meta.dest = dest;
             meta.segment = train_segment(meta.len, gro);
+            meta.ttl = ttl;
             (meta.rx_ns, meta.rx_clock) = match ts {
                 Some(ns) => (ns, Clock::Kernel),
                 None => (wall, Clock::User),
@@ -254,16 +257,19 @@ pub(crate) struct Cmsgs {
     pub(crate) dest: Option<Destination>,
     /// `UDP_GRO`: the segment size of a coalesced train.
     pub(crate) gro: Option<u16>,
+    /// `IP_TTL` / `IPV6_HOPLIMIT`: the TTL or hop limit it arrived with.
+    pub(crate) ttl: Option<u8>,
 }
 
-/// Reads `SCM_TIMESTAMPNS`, `SO_RXQ_OVFL`, the packet info and `UDP_GRO`
-/// from a received header.
+/// Reads `SCM_TIMESTAMPNS`, `SO_RXQ_OVFL`, the packet info, `UDP_GRO` and
+/// the TTL / hop limit from a received header.
 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 pub(crate) fn parse_cmsgs(hdr: &libc::msghdr) -> Cmsgs {
     let mut ts = None;
     let mut ovfl = None;
     let mut dest = None;
     let mut gro = None;
+    let mut ttl = None;
     if hdr.msg_control.is_null() || (hdr.msg_controllen as usize) < mem::size_of::<libc::cmsghdr>()
     {
         return Cmsgs::default();
@@ -305,6 +311,10 @@ pub(crate) fn parse_cmsgs(hdr: &libc::msghdr) -> Cmsgs {
                     let seg = std::ptr::read_unaligned(data.cast::<libc::c_int>());
                     gro = u16::try_from(seg).ok();
                 }
+                (libc::IPPROTO_IP, libc::IP_TTL) | (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+                    let t = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    ttl = u8::try_from(t).ok();
+                }
                 _ => {}
             }
             c = libc::CMSG_NXTHDR(hdr, c);
@@ -315,6 +325,7 @@ pub(crate) fn parse_cmsgs(hdr: &libc::msghdr) -> Cmsgs {
         ovfl,
         dest,
         gro,
+        ttl,
     }
 }
 

@@ -90,6 +90,20 @@ pub fn enable_pktinfo(fd: RawFd, ipv6: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks for each datagram's IPv4 TTL (`IP_RECVTTL`, which a dual-stack
+/// socket also reports for IPv4 datagrams) and, on an IPv6 socket, its hop
+/// limit (`IPV6_RECVHOPLIMIT`).
+pub fn enable_recv_ttl(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+        // Dual-stack sockets carry IPv4 too; not fatal where refused.
+        let _ = set_int_opt(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1);
+        Ok(())
+    } else {
+        set_int_opt(fd, libc::IPPROTO_IP, libc::IP_RECVTTL, 1)
+    }
+}
+
 /// The socket's own drop counter (`SO_MEMINFO[SK_MEMINFO_DROPS]`), the
 /// figure `/proc/net/udp` shows in its `drops` column: datagrams the kernel
 /// discarded for this socket (receive buffer full, among others).

@@ -8,10 +8,13 @@
 //!   reply stage.
 //! - [`framed`]: the framed protocol (`[type | sequence | length | data]`
 //!   with a CRC-32C) and the `--protocol framed` reply stage.
+//! - [`stamp`]: STAMP (RFC 8762) test packets and the `--protocol stamp`
+//!   Session-Reflector stage.
 
 pub mod framed;
 pub mod probe;
 pub mod sockperf;
+pub mod stamp;
 
 /// What the server answers (`--protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
@@ -25,4 +28,7 @@ pub enum Protocol {
     Sockperf,
     /// The framed protocol with CRC-32C (see `framed::FramedReply`).
     Framed,
+    /// An RFC 8762 STAMP Session-Reflector, unauthenticated mode
+    /// (TWAMP-Light compatible; `stamp::StampReflect`).
+    Stamp,
 }

@@ -102,6 +102,10 @@ impl Worker {
         if local.ip().is_unspecified() {
             let _ = io::enable_pktinfo(fd, ipv6);
         }
+        // The TTL / hop limit only for a pipeline that reads it (STAMP).
+        if pipeline.wants_ttl() {
+            let _ = io::enable_recv_ttl(fd, ipv6);
+        }
         let waiter = Waiter::new(io, &socket, IDLE_WAKE)?;
         let uring = match io {
             IoMode::Uring => Some(Uring::new(fd, &mut pool)?),

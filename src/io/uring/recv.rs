@@ -27,9 +27,10 @@ use crate::packet::{Clock, PacketMeta};
 pub const OUT_LEN: usize = 16;
 /// Room for the sender's address (`sockaddr_in6` is 28 bytes), 8-aligned.
 pub const NAME_LEN: usize = 32;
-/// Room for `SCM_TIMESTAMPNS` (32), `SO_RXQ_OVFL` (24) and
-/// `IPV6_PKTINFO` (40) control messages, with room to spare.
-pub const CONTROL_LEN: usize = 128;
+/// Room for `SCM_TIMESTAMPNS` (32), `SO_RXQ_OVFL` (24), `IPV6_PKTINFO`
+/// (40), `UDP_GRO` (24) and `IPV6_HOPLIMIT` or `IP_TTL` (24) control
+/// messages: 144 bytes, with room to spare.
+pub const CONTROL_LEN: usize = 160;
 /// Bytes before the payload in every provided buffer.
 pub const HEADROOM: usize = OUT_LEN + NAME_LEN + CONTROL_LEN;
 
@@ -60,6 +61,8 @@ pub struct Received {
     pub dest: Option<crate::packet::Destination>,
     /// `UDP_GRO`: the segment size of a coalesced train.
     pub gro: Option<u16>,
+    /// `IP_TTL` / `IPV6_HOPLIMIT`.
+    pub ttl: Option<u8>,
 }
 
 impl Received {
@@ -71,6 +74,7 @@ impl Received {
         meta.peer = self.peer.unwrap_or(meta.peer);
         meta.dest = self.dest;
         meta.segment = train_segment(self.len, self.gro);
+        meta.ttl = self.ttl;
         (meta.rx_ns, meta.rx_clock) = match self.rx_ns {
             Some(ns) => (ns, Clock::Kernel),
             None => (wall, Clock::User),
@@ -127,6 +131,7 @@ pub fn parse(head: &[u8]) -> Option<Received> {
         ovfl: c.ovfl,
         dest: c.dest,
         gro: c.gro,
+        ttl: c.ttl,
     })
 }
 
