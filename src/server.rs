@@ -166,7 +166,20 @@ pub fn start_with(
             "threads, pool size, batch and packet size must all be at least 1",
         ));
     }
-    check_memory(cfg)?;
+    // Refuses what cannot fit; GRO off (said in the listening warning)
+    // where only its larger buffers do not.
+    let no_room_for_gro = check_memory(cfg)?;
+    let plain;
+    let cfg = match &no_room_for_gro {
+        None => cfg,
+        Some(_) => {
+            plain = ServerConfig {
+                gro: false,
+                ..cfg.clone()
+            };
+            &plain
+        }
+    };
     let sockets = socket::bind_workers(cfg.bind, cfg.threads, cfg.reuseport, cfg.buffers)?;
     let local_addr = sockets[0].local_addr()?;
     // The metrics thread reads each distinct socket's drop counter through
@@ -201,6 +214,10 @@ pub fn start_with(
         true => crate::io::enable_udp_gro(sockets[0].as_raw_fd())
             .map(|_| true)
             .map_err(|e| format!("UDP_GRO refused by the kernel ({e})")),
+    };
+    let gro = match no_room_for_gro {
+        Some(why) => Err(why),
+        None => gro,
     };
     let gro_on = gro == Ok(true);
     let stop = Arc::new(AtomicBool::new(false));
@@ -480,25 +497,43 @@ fn mem_available() -> Option<u64> {
 /// Refuses, before allocating anything, a configuration that needs more
 /// memory than the machine has available (it would be killed by the OOM
 /// killer with nothing said).
-fn check_memory(cfg: &ServerConfig) -> io::Result<()> {
+fn check_memory(cfg: &ServerConfig) -> io::Result<Option<String>> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let need = memory_needed(cfg);
     let avail = mem_available();
-    match (need, avail) {
-        (Some(n), Some(a)) if n <= a => Ok(()),
-        (Some(n), None) if n <= usize::MAX as u64 / 2 => Ok(()),
-        (need, avail) => Err(io::Error::new(
-            io::ErrorKind::OutOfMemory,
-            format!(
-                "not enough memory: {} workers x --pool-size {} x (--packet-size {} + {} bytes of bookkeeping){} need {} but {} available; lower --pool-size, --packet-size or --threads",
-                cfg.threads,
-                cfg.pool_size,
-                cfg.packet_size,
-                std::mem::size_of::<crate::packet::PacketMeta>() + 12,
-                if cfg.guard.rate.is_some() { " + the rate table" } else { "" },
-                need.map_or("more than this machine can address".to_string(), |n| format!("{:.1} MiB", mib(n))),
-                avail.map_or("an unknown amount is".to_string(), |a| format!("only {:.1} MiB are", mib(a))),
-            ),
-        )),
+    let fits = |c: &ServerConfig| match (memory_needed(c), avail) {
+        (Some(n), Some(a)) => n <= a,
+        (Some(n), None) => n <= usize::MAX as u64 / 2,
+        (None, _) => false,
+    };
+    if fits(cfg) {
+        return Ok(None);
     }
+    // GRO's 64 KiB buffers are what does not fit: run without GRO.
+    let plain = ServerConfig {
+        gro: false,
+        ..cfg.clone()
+    };
+    if cfg.gro && fits(&plain) {
+        return Ok(Some(format!(
+            "GRO's 64 KiB buffers ({:.1} MiB for {} workers x --pool-size {}) do not fit in the {:.1} MiB available (lower --pool-size to keep GRO)",
+            mib(memory_needed(cfg).unwrap_or(0)),
+            cfg.threads,
+            cfg.pool_size,
+            mib(avail.unwrap_or(0)),
+        )));
+    }
+    let need = memory_needed(&plain);
+    Err(io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!(
+            "not enough memory: {} workers x --pool-size {} x (--packet-size {} + {} bytes of bookkeeping){} need {} but {} available; lower --pool-size, --packet-size or --threads",
+            cfg.threads,
+            cfg.pool_size,
+            cfg.packet_size,
+            std::mem::size_of::<crate::packet::PacketMeta>() + 12,
+            if cfg.guard.rate.is_some() { " + the rate table" } else { "" },
+            need.map_or("more than this machine can address".to_string(), |n| format!("{:.1} MiB", mib(n))),
+            avail.map_or("an unknown amount is".to_string(), |a| format!("only {:.1} MiB are", mib(a))),
+        ),
+    ))
 }

@@ -175,3 +175,37 @@ fn without_udp_gro_the_server_says_so_and_counts_every_datagram() {
         "{r}"
     );
 }
+
+/// `MemAvailable` from `/proc/meminfo`, bytes.
+fn mem_available() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: u64 = m
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A pool whose 64 KiB GRO buffers would not fit in the memory available
+/// but whose plain buffers do: the server runs without GRO and says why,
+/// instead of refusing to start (a small machine's default configuration).
+#[test]
+fn where_gro_buffers_do_not_fit_the_server_runs_without_gro() {
+    let pool = mem_available() / 65536 * 6 / 5;
+    assert!(
+        pool * 2400 < mem_available() / 2,
+        "plain buffers must fit with room to spare"
+    );
+    let pool = pool.to_string();
+    let srv = ServerProc::start(&["--threads", "1", "--pool-size", &pool, "--json"]);
+    let c = client_socket(srv.addr);
+    assert_eq!(echo(&c, srv.addr, b"still echoes"), b"still echoes");
+    let f = srv.stop();
+    assert!(f.status.success(), "{}", f.stderr);
+    let why: Vec<_> = f.stderr.lines().filter(|l| l.contains("64 KiB")).collect();
+    assert_eq!(why.len(), 1, "one line says why: {}", f.stderr);
+    assert!(why[0].contains("running without GRO"), "{}", why[0]);
+    assert!(f.stderr.contains("GRO off"), "{}", f.stderr);
+    assert_reconciled(&json(&f.stdout));
+}
