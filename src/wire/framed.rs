@@ -41,6 +41,7 @@
 //!   request, same sequence, the [`ErrorCode`] in `status` and its text as
 //!   payload (cut to the request's payload length, zero-padded).
 
+use super::{u16_at, u32_at};
 use crate::packet::PacketBuffer;
 use crate::process::{DropReason, Stage, Verdict};
 
@@ -221,39 +222,23 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Sequence number, chosen by the requester and copied into the reply.
     pub fn seq(&self) -> u32 {
-        u32::from_be_bytes(
-            self.buffer.as_ref()[field::SEQ]
-                .try_into()
-                .expect("4 bytes"),
-        )
+        u32_at(self.buffer.as_ref(), field::SEQ)
     }
 
     /// Payload length the header declares.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u16 {
-        u16::from_be_bytes(
-            self.buffer.as_ref()[field::LEN]
-                .try_into()
-                .expect("2 bytes"),
-        )
+        u16_at(self.buffer.as_ref(), field::LEN)
     }
 
     /// The reserved field (zero).
     pub fn reserved(&self) -> u16 {
-        u16::from_be_bytes(
-            self.buffer.as_ref()[field::RESERVED]
-                .try_into()
-                .expect("2 bytes"),
-        )
+        u16_at(self.buffer.as_ref(), field::RESERVED)
     }
 
     /// The CRC-32C field.
     pub fn crc(&self) -> u32 {
-        u32::from_be_bytes(
-            self.buffer.as_ref()[field::CRC]
-                .try_into()
-                .expect("4 bytes"),
-        )
+        u32_at(self.buffer.as_ref(), field::CRC)
     }
 
     /// Bytes after the header.

@@ -16,6 +16,24 @@ pub mod probe;
 pub mod sockperf;
 pub mod stamp;
 
+use std::ops::Range;
+
+/// The big-endian `u16` in bytes `r` of `b` (a field range of a view
+/// whose length was checked when it was made).
+pub(crate) fn u16_at(b: &[u8], r: Range<usize>) -> u16 {
+    u16::from_be_bytes(b[r].try_into().expect("2 bytes"))
+}
+
+/// The big-endian `u32` in bytes `r` of `b`.
+pub(crate) fn u32_at(b: &[u8], r: Range<usize>) -> u32 {
+    u32::from_be_bytes(b[r].try_into().expect("4 bytes"))
+}
+
+/// The big-endian `u64` in bytes `r` of `b`.
+pub(crate) fn u64_at(b: &[u8], r: Range<usize>) -> u64 {
+    u64::from_be_bytes(b[r].try_into().expect("8 bytes"))
+}
+
 /// What the server answers (`--protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

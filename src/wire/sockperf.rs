@@ -7,6 +7,7 @@
 //! and clears CLIENT before echoing; sockperf's client ignores replies that
 //! still have CLIENT set.
 
+use super::{u16_at, u32_at, u64_at};
 use crate::packet::PacketBuffer;
 use crate::process::{DropReason, Stage, Verdict};
 
@@ -56,29 +57,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Sequence number.
     pub fn seq(&self) -> u64 {
-        u64::from_be_bytes(
-            self.buffer.as_ref()[field::SEQ]
-                .try_into()
-                .expect("8 bytes"),
-        )
+        u64_at(self.buffer.as_ref(), field::SEQ)
     }
 
     /// Flag bits.
     pub fn flags(&self) -> u16 {
-        u16::from_be_bytes(
-            self.buffer.as_ref()[field::FLAGS]
-                .try_into()
-                .expect("2 bytes"),
-        )
+        u16_at(self.buffer.as_ref(), field::FLAGS)
     }
 
     /// Total message length the sender declared.
     pub fn declared_len(&self) -> u32 {
-        u32::from_be_bytes(
-            self.buffer.as_ref()[field::LEN]
-                .try_into()
-                .expect("4 bytes"),
-        )
+        u32_at(self.buffer.as_ref(), field::LEN)
     }
 
     /// Bytes after the header.

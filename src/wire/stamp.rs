@@ -129,15 +129,7 @@ pub enum Error {
     Truncated,
 }
 
-fn u16_at(b: &[u8], r: std::ops::Range<usize>) -> u16 {
-    u16::from_be_bytes(b[r].try_into().expect("2 bytes"))
-}
-fn u32_at(b: &[u8], r: std::ops::Range<usize>) -> u32 {
-    u32::from_be_bytes(b[r].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], r: std::ops::Range<usize>) -> u64 {
-    u64::from_be_bytes(b[r].try_into().expect("8 bytes"))
-}
+use super::{u16_at, u32_at, u64_at};
 
 /// A Session-Sender test packet over any byte buffer;
 /// [`SenderPacket::new_checked`] validates once so accessors cannot panic.
