@@ -255,15 +255,17 @@ pub fn open_in_place(cipher: &ChaCha20Poly1305, buf: &mut [u8]) -> bool {
         .is_ok()
 }
 
-/// Opens a reply: the plaintext of a well-formed, reply-direction datagram
-/// whose tag verifies, or `None`.
+/// Opens a reply in place: true (plaintext at `HEADER_LEN..len - TAG_LEN`)
+/// for a well-formed, reply-direction datagram whose tag verifies.
+pub fn open_reply_in_place(cipher: &ChaCha20Poly1305, buf: &mut [u8]) -> bool {
+    Packet::new_checked(&*buf).is_ok_and(|p| p.direction() == Direction::Reply)
+        && open_in_place(cipher, buf)
+}
+
+/// The plaintext of a reply that [`open_reply_in_place`] opens, or `None`.
 pub fn open_reply(cipher: &ChaCha20Poly1305, datagram: &[u8]) -> Option<Vec<u8>> {
-    let p = Packet::new_checked(datagram).ok()?;
-    if p.direction() != Direction::Reply {
-        return None;
-    }
     let mut buf = datagram.to_vec();
-    open_in_place(cipher, &mut buf).then(|| buf[HEADER_LEN..buf.len() - TAG_LEN].to_vec())
+    open_reply_in_place(cipher, &mut buf).then(|| buf[HEADER_LEN..buf.len() - TAG_LEN].to_vec())
 }
 
 #[cfg(test)]
