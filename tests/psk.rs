@@ -213,6 +213,23 @@ fn bad_key_files_and_combinations_are_refused() {
             "xxd -p -c64",
         ),
         (
+            client(&["--psk-file", good.arg(), "--protocol", "framed", "::1", "9"]),
+            "--psk-file",
+            "--protocol echo only",
+        ),
+        (
+            loadgen(&[
+                "--psk-file",
+                good.arg(),
+                "--protocol",
+                "sockperf",
+                "--size",
+                "100",
+            ]),
+            "--psk-file",
+            "--protocol echo only",
+        ),
+        (
             loadgen(&["--psk-file", good.arg()]),
             "--size 64 is too small for --psk-file",
             "(68 bytes)",
