@@ -46,11 +46,19 @@ pub enum DropReason {
     /// From a peer that keeps bouncing our reply back (a forwarding loop
     /// with another echo service), while it cools down.
     Loop,
+    /// `--psk-file`: the tag does not verify (forged, corrupted, or sealed
+    /// with another key).
+    BadSeal,
+    /// `--psk-file`: a sealed request its sender's window has already seen
+    /// (or older than the window).
+    Replayed,
+    /// `--psk-file`: a sealed datagram marked as a reply (never answered).
+    SealedReply,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Truncated,
         DropReason::PoolExhausted,
         DropReason::SockperfNoReply,
@@ -65,6 +73,9 @@ impl DropReason {
         DropReason::RateLimited,
         DropReason::BadDest,
         DropReason::Loop,
+        DropReason::BadSeal,
+        DropReason::Replayed,
+        DropReason::SealedReply,
     ];
 
     /// Stable snake_case name used in the statistics line and JSON.
@@ -84,6 +95,9 @@ impl DropReason {
             DropReason::RateLimited => "rate_limited",
             DropReason::BadDest => "bad_dest",
             DropReason::Loop => "loop",
+            DropReason::BadSeal => "bad_seal",
+            DropReason::Replayed => "replayed",
+            DropReason::SealedReply => "sealed_reply",
         }
     }
 

@@ -22,6 +22,7 @@ fn config(addr: SocketAddr, payload: Payload, count: u32) -> ClientConfig {
         interval: Duration::from_millis(5),
         timeout: Duration::from_secs(2),
         framed: false,
+        psk: None,
     }
 }
 

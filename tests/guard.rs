@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use udp_packet_pool::wire::sealed::{self, Direction, NonceSeq};
+
 use util::*;
 
 /// An RFC 862 echo service on `addr` (a thread), counting what it answers;
@@ -221,7 +223,10 @@ fn one_prefix_one_limit_with_four_reuseport_workers() {
 /// Whatever arrives, no reply mode sends more datagrams or bytes than it got.
 #[test]
 fn amplification_is_at_most_one_in_every_mode() {
-    for mode in [&[][..], &["--sockperf"][..]] {
+    let key = util::psk::KeyFile::new();
+    let psk = ["--psk-file", key.arg()];
+    let mut nonces = NonceSeq::new(Direction::Request, 7, 0);
+    for mode in [&[][..], &["--sockperf"][..], &psk[..]] {
         let mut args = vec!["--json", "--packet-size", "512"];
         args.extend_from_slice(mode);
         let srv = ServerProc::start(&args);
@@ -241,9 +246,13 @@ fn amplification_is_at_most_one_in_every_mode() {
                 d[8..10].copy_from_slice(&3u16.to_be_bytes());
                 d[10..14].copy_from_slice(&(len as u32).to_be_bytes());
             }
+            if mode == psk && i % 3 == 1 {
+                // A request sealed with the key (the others are noise to it).
+                d = sealed::seal(key.psk.cipher(), &mut nonces, &d);
+            }
             c.send_to(&d, srv.addr).unwrap();
             sent += 1;
-            sent_bytes += len as u64;
+            sent_bytes += d.len() as u64;
             while let Ok(n) = c.recv(&mut buf) {
                 got += 1;
                 got_bytes += n as u64;

@@ -29,7 +29,10 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
-use udp_packet_pool::client::{self, ClientConfig, Payload, DEFAULT_MESSAGE, MAX_UDP_PAYLOAD_V4};
+use udp_packet_pool::client::{
+    self, ClientConfig, Payload, DEFAULT_MESSAGE, MAX_UDP_PAYLOAD_V4, WRONG_KEY_HINT,
+};
+use udp_packet_pool::crypto::Psk;
 
 /// Verifying UDP echo client: send probes, time each round trip, check each
 /// echo byte for byte.
@@ -77,6 +80,14 @@ struct Cli {
     /// only the matching echo reply counts (`server --protocol framed`)
     #[arg(long, value_enum, default_value_t = ClientProtocol::Echo)]
     protocol: ClientProtocol,
+
+    /// Encrypted echo (`server --psk-file`): seal each probe with
+    /// ChaCha20-Poly1305 under this pre-shared key and accept only replies
+    /// sealed by the server under it. FILE: 64 hex digits and an optional
+    /// newline, mode 600 (head -c32 /dev/urandom | xxd -p -c64 > key; chmod
+    /// 600 key). With --protocol echo only
+    #[arg(long, value_name = "FILE")]
+    psk_file: Option<std::path::PathBuf>,
 }
 
 /// What the client speaks (`--protocol`).
@@ -134,6 +145,21 @@ fn main() -> ExitCode {
             .exit();
     }
 
+    if cli.psk_file.is_some() && cli.protocol != ClientProtocol::Echo {
+        Cli::command()
+            .error(
+                ErrorKind::ArgumentConflict,
+                "--psk-file works with --protocol echo only",
+            )
+            .exit();
+    }
+    let psk = match cli.psk_file.as_deref().map(Psk::from_file).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            note!("client: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let target = match client::resolve(&cli.host, cli.port) {
         Ok(addr) => addr,
         Err(e) => {
@@ -148,6 +174,7 @@ fn main() -> ExitCode {
         interval: Duration::from_millis(cli.interval),
         timeout: Duration::from_millis(cli.timeout),
         framed: cli.protocol == ClientProtocol::Framed,
+        psk,
     };
 
     // First Ctrl+C or SIGTERM: stop probing and print the summary so far.
@@ -200,6 +227,9 @@ fn main() -> ExitCode {
                 summary.lost,
                 summary.mismatched
             );
+            if config.psk.is_some() && summary.received == 0 {
+                note!("client: {WRONG_KEY_HINT}");
+            }
         }
         ExitCode::from(1)
     }

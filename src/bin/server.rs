@@ -10,6 +10,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 use signal_hook::iterator::Signals;
+use udp_packet_pool::crypto::SealedEchoFactory;
 use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
@@ -135,6 +136,9 @@ struct Args {
     /// Longest an echo may wait in a worker's send backlog while the socket refuses it (send buffer or device queue full); older ones are dropped oldest first and counted as send_deadline.
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     send_deadline: u64,
+    /// Encrypted echo (with --protocol echo only): answer only datagrams sealed with ChaCha20-Poly1305 under this pre-shared key (README, "Encrypted echo"), with the same plaintext sealed under the server's own nonce, at the same length. Malformed, forged (tag fails, wrong key), replayed and reply-direction datagrams are dropped as malformed, bad_seal, replayed and sealed_reply. FILE: 64 hex digits and an optional newline, mode 600 (e.g. head -c32 /dev/urandom | xxd -p -c64 > key; chmod 600 key).
+    #[arg(long, value_name = "FILE")]
+    psk_file: Option<std::path::PathBuf>,
 }
 
 /// The guards line of the listening message.
@@ -274,8 +278,23 @@ fn run() -> u8 {
             stamp::STATEFUL_SESSIONS,
         )))
     });
-    let pipeline = move |_| match protocol {
-        Protocol::Echo => Pipeline::echo(),
+    let sealed = match args.psk_file.as_deref().map(SealedEchoFactory::from_file) {
+        Some(Err(e)) => {
+            stderr::line(format_args!("server: {e}"));
+            return 2;
+        }
+        _ if args.psk_file.is_some() && protocol != Protocol::Echo => {
+            stderr::line("server: --psk-file works with --protocol echo only (sealed datagrams carry no sockperf, framed or STAMP header)");
+            return 2;
+        }
+        f => f.and_then(Result::ok),
+    };
+    let psk = sealed.is_some();
+    let pipeline = move |worker| match protocol {
+        Protocol::Echo => match &sealed {
+            Some(f) => Pipeline::echo().with(f.stage(worker)),
+            None => Pipeline::echo(),
+        },
         Protocol::Sockperf => Pipeline::echo().with(SockperfReply),
         Protocol::Framed => Pipeline::echo().with(FramedReply),
         Protocol::Stamp => Pipeline::echo().with(match &sessions {
@@ -397,6 +416,7 @@ fn run() -> u8 {
         handle.recv_buffer(),
         server::memory_needed(&cfg).unwrap_or(0) as f64 / (1024.0 * 1024.0),
         match protocol {
+            Protocol::Echo if psk => "sealed echo (ChaCha20-Poly1305)",
             Protocol::Echo => "byte-exact echo",
             Protocol::Sockperf => "sockperf",
             Protocol::Framed => "framed",

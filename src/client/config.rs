@@ -31,6 +31,9 @@ pub struct ClientConfig {
     /// Send each probe as a framed echo request and expect the framed echo
     /// reply (`--protocol framed`, see `crate::wire::framed`).
     pub framed: bool,
+    /// Seal each probe under this key and accept only sealed replies that
+    /// open under it (`--psk-file`, see `crate::wire::sealed`).
+    pub psk: Option<crate::crypto::Psk>,
 }
 
 impl ClientConfig {
@@ -43,6 +46,7 @@ impl ClientConfig {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             framed: false,
+            psk: None,
         }
     }
 
@@ -66,8 +70,13 @@ impl ClientConfig {
         if self.target.port() == 0 {
             return invalid(format!("invalid destination {}: port 0", self.target));
         }
+        if self.framed && self.psk.is_some() {
+            return invalid("--psk-file works with --protocol echo only".to_string());
+        }
         let max = if self.framed {
             self.max_payload() - crate::wire::framed::HEADER_LEN
+        } else if self.psk.is_some() {
+            self.max_payload() - crate::wire::sealed::OVERHEAD
         } else {
             self.max_payload()
         };

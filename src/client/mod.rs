@@ -58,6 +58,8 @@ mod framing;
 mod payload;
 // The socket: one probe sent and waited for, ICMP and other errors.
 mod prober;
+// --psk-file: probes sealed with ChaCha20-Poly1305, replies opened.
+mod sealing;
 // The totals of a run and their text form.
 mod summary;
 
@@ -67,6 +69,7 @@ use std::time::{Duration, Instant};
 
 pub use config::{resolve, ClientConfig, DEFAULT_MESSAGE, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6};
 pub use payload::{classify, first_difference, pattern_payload, Payload, Verdict, SEQ_MARKER_LEN};
+pub use sealing::WRONG_KEY_HINT;
 pub use summary::{RttStats, Summary};
 
 use prober::{sleep_until, Outcome, Prober};
@@ -140,8 +143,13 @@ pub fn run_until(
                 timeouts += 1;
                 writeln!(
                     prober.out,
-                    "seq={seq} timeout after {} ms",
-                    config.timeout.as_millis()
+                    "seq={seq} timeout after {} ms{}",
+                    config.timeout.as_millis(),
+                    if config.psk.is_some() {
+                        format!(" ({WRONG_KEY_HINT})")
+                    } else {
+                        String::new()
+                    }
                 )?;
             }
             Outcome::Refused => {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::config::ClientConfig;
 use super::framing;
 use super::payload::{classify, describe_mismatch, Verdict};
+use super::sealing::{Sealing, WRONG_KEY_HINT};
 
 /// Receive buffer: larger than any UDP payload, so no echo is ever truncated.
 const RECV_BUF_LEN: usize = 65_536;
@@ -70,6 +71,9 @@ pub(super) struct Prober<'a> {
     config: &'a ClientConfig,
     socket: UdpSocket,
     buf: Vec<u8>,
+    /// With `--psk-file`: the sealing, and the last reply opened.
+    sealing: Option<Sealing>,
+    plain: Vec<u8>,
     /// Where the per-probe lines go.
     pub(super) out: &'a mut dyn Write,
     /// Datagrams ignored so far (see [`Summary::stale`](super::Summary::stale)).
@@ -88,6 +92,8 @@ impl<'a> Prober<'a> {
             config,
             socket: open_socket(config.target)?,
             buf: vec![0u8; RECV_BUF_LEN],
+            sealing: config.psk.as_ref().map(Sealing::new).transpose()?,
+            plain: Vec::new(),
             out,
             stale: 0,
             stop,
@@ -102,7 +108,17 @@ impl<'a> Prober<'a> {
             match self.socket.recv(&mut self.buf) {
                 Ok(n) => {
                     self.stale += 1;
-                    let got = &self.buf[..n];
+                    let got = match &self.sealing {
+                        None => &self.buf[..n],
+                        Some(s) if s.open(&self.buf[..n], &mut self.plain) => &self.plain,
+                        Some(_) => {
+                            writeln!(
+                                self.out,
+                                "ignored datagram that failed authentication ({n} bytes) before seq={seq}"
+                            )?;
+                            continue;
+                        }
+                    };
                     match self.stale_seq(got, seq) {
                         Some(s) => writeln!(
                             self.out,
@@ -145,6 +161,8 @@ impl<'a> Prober<'a> {
         expected: &[u8],
     ) -> io::Result<Outcome> {
         let target = self.config.target;
+        let sealed = self.sealing.as_mut().map(|s| s.seal(request));
+        let request = sealed.as_deref().unwrap_or(request);
         let sent_at = Instant::now();
         match self.socket.send(request) {
             Ok(n) if n == request.len() => {}
@@ -190,7 +208,15 @@ impl<'a> Prober<'a> {
                 }
             };
             let rtt = sent_at.elapsed();
-            let got = &self.buf[..n];
+            let got = match &self.sealing {
+                None => &self.buf[..n],
+                Some(s) if s.open(&self.buf[..n], &mut self.plain) => &self.plain,
+                Some(_) => {
+                    return Ok(Outcome::Mismatch(format!(
+                        "{n} bytes that failed authentication: {WRONG_KEY_HINT}"
+                    )))
+                }
+            };
             let verdict = match classify(&self.config.payload, seq, expected, got) {
                 Verdict::Mismatch { offset } => match self.stale_seq(got, seq) {
                     Some(old) => Verdict::Stale { seq: old },

@@ -10,9 +10,11 @@
 //!   with a CRC-32C) and the `--protocol framed` reply stage.
 //! - [`stamp`]: STAMP (RFC 8762) test packets and the `--protocol stamp`
 //!   Session-Reflector stage.
+//! - [`sealed`]: ChaCha20-Poly1305 sealed datagrams (`--psk-file`).
 
 pub mod framed;
 pub mod probe;
+pub mod sealed;
 pub mod sockperf;
 pub mod stamp;
 

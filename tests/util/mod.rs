@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod netns;
+pub mod psk;
 pub mod seccomp;
 
 use std::io::{BufRead, BufReader, Read};

@@ -179,6 +179,13 @@ pub struct RunArgs {
     /// against servers that send trains; off by default).
     #[arg(long)]
     pub gro: bool,
+    /// Encrypted echo (`server --psk-file`): seal every datagram with
+    /// ChaCha20-Poly1305 under this pre-shared key (the probe inside the
+    /// plaintext; --size is the sealed size, at least 68) and open the
+    /// replies; replies that fail authentication count as unauthenticated.
+    /// FILE: 64 hex digits and an optional newline, mode 600. Echo only.
+    #[arg(long, value_name = "FILE")]
+    pub psk_file: Option<PathBuf>,
 }
 
 /// Most datagrams per train (`--gso`).

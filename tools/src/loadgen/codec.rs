@@ -3,12 +3,17 @@
 //!
 //! * `echo`: the datagram is a probe (`udp_packet_pool::probe`, magic,
 //!   flow, seq, intended and actual send time, checksum, filler).
+//! * `--psk-file` (echo only): the probe is the plaintext of a sealed
+//!   datagram (`udp_packet_pool::wire::sealed`); [`Codec::sealed`] leaves
+//!   room for the header and the tag, which `crate::seal` fills, and
+//!   [`Codec::parse`] is given the opened plaintext.
 //! * `sockperf`: a 14-byte sockperf header (flags CLIENT|PONG_REQUEST, seq,
 //!   declared length = datagram length), then the probe. A reply counts
 //!   only with CLIENT cleared, as sockperf's own client requires.
 
 use udp_packet_pool::probe;
 use udp_packet_pool::sockperf;
+use udp_packet_pool::wire::sealed;
 
 use crate::cli::Protocol;
 
@@ -35,6 +40,8 @@ pub enum Invalid {
     NotAReply,
     /// Ours, but the checksum does not match.
     Corrupted,
+    /// `--psk-file`: not a sealed reply that opens under the key.
+    Unauthenticated,
 }
 
 /// Builds and parses datagrams of one size and protocol.
@@ -42,6 +49,8 @@ pub enum Invalid {
 pub struct Codec {
     protocol: Protocol,
     size: usize,
+    /// Room for the seal's header and tag around the plaintext.
+    sealed: bool,
 }
 
 impl Codec {
@@ -56,7 +65,21 @@ impl Codec {
     /// A codec for datagrams of `size` bytes (at least [`Codec::min_size`]).
     pub fn new(protocol: Protocol, size: usize) -> Codec {
         assert!(size >= Codec::min_size(protocol), "datagram too small");
-        Codec { protocol, size }
+        Codec {
+            protocol,
+            size,
+            sealed: false,
+        }
+    }
+
+    /// A codec for sealed datagrams of `size` bytes: the plaintext is
+    /// `size - OVERHEAD` bytes (at least [`Codec::min_size`]).
+    pub fn sealed(protocol: Protocol, size: usize) -> Codec {
+        Codec {
+            size,
+            sealed: true,
+            ..Codec::new(protocol, size - sealed::OVERHEAD)
+        }
     }
 
     /// Datagram size.
@@ -71,9 +94,15 @@ impl Codec {
         }
     }
 
-    /// Writes one complete datagram into `buf` (exactly [`Codec::size`] bytes).
+    /// Writes one complete datagram into `buf` (exactly [`Codec::size`]
+    /// bytes; sealed: its plaintext, between the seal's header and tag).
     pub fn emit(&self, buf: &mut [u8], flow: u32, seq: u64, intended_ns: u64, sent_ns: u64) {
         debug_assert_eq!(buf.len(), self.size);
+        let buf = if self.sealed {
+            &mut buf[sealed::HEADER_LEN..self.size - sealed::TAG_LEN]
+        } else {
+            buf
+        };
         let (head, body) = buf.split_at_mut(self.probe_offset());
         if self.protocol == Protocol::Sockperf {
             let mut h = sockperf::Packet::new_unchecked(head);
@@ -84,7 +113,7 @@ impl Codec {
         probe::Packet::emit(body, flow, seq, intended_ns, sent_ns);
     }
 
-    /// Classifies a received datagram.
+    /// Classifies a received datagram (sealed: its opened plaintext).
     pub fn parse(&self, d: &[u8]) -> Result<Probe, Invalid> {
         if self.protocol == Protocol::Sockperf {
             let h = sockperf::Packet::new_checked(d).map_err(|_| Invalid::Foreign)?;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::cli::{Mode, Protocol, RunArgs, DEFAULT_RATE, MAX_TRAIN};
 use crate::codec::Codec;
+use udp_packet_pool::wire::sealed::OVERHEAD;
 
 const NS_PER_SEC: f64 = 1e9;
 
@@ -70,6 +71,8 @@ pub struct Config {
     pub gso_asked: Option<u32>,
     /// `--gro`.
     pub gro: bool,
+    /// `--psk-file`: seal requests, open replies.
+    pub psk: Option<crate::seal::Sealing>,
 }
 
 /// How many datagrams of `size` bytes one train may hold: `asked`, cut to
@@ -82,7 +85,16 @@ pub fn train_len(asked: u32, size: usize) -> u32 {
 impl Config {
     /// Checks the parsed flags and resolves the target.
     pub fn from_args(a: &RunArgs) -> Result<Config, ConfigError> {
+        let psk = crate::seal::load(a)?;
         let min = Codec::min_size(a.protocol);
+        if psk.is_some() && a.size < min + OVERHEAD {
+            return Err(ConfigError::Usage(format!(
+                "--size {} is too small for --psk-file: a datagram must hold the {OVERHEAD}-byte \
+                 seal and the {min}-byte probe header ({} bytes)",
+                a.size,
+                min + OVERHEAD
+            )));
+        }
         if a.size < min {
             return Err(ConfigError::Usage(match a.protocol {
                 Protocol::Echo => format!(
@@ -142,6 +154,7 @@ impl Config {
             train: a.gso.map_or(1, |n| train_len(n, a.size)),
             gso_asked: a.gso,
             gro: a.gro,
+            psk,
         })
     }
 }

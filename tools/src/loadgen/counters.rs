@@ -26,6 +26,9 @@ pub struct Counters {
     pub foreign: u64,
     /// The part of `foreign` that were sockperf messages with CLIENT set.
     pub not_replies: u64,
+    /// `--psk-file`: datagrams that did not open as sealed replies under
+    /// the key (forged, corrupted, another key, or not sealed at all).
+    pub unauthenticated: u64,
     /// Pingpong packets given up after --timeout-ms.
     pub timeouts: u64,
     /// Datagrams the kernel refused (never sent, not in `sent`).
@@ -63,6 +66,7 @@ impl AddAssign for Counters {
         self.corrupted += o.corrupted;
         self.foreign += o.foreign;
         self.not_replies += o.not_replies;
+        self.unauthenticated += o.unauthenticated;
         self.timeouts += o.timeouts;
         self.send_errors += o.send_errors;
         self.send_retries += o.send_retries;
@@ -91,6 +95,7 @@ impl Sub for Counters {
             corrupted: self.corrupted - e.corrupted,
             foreign: self.foreign - e.foreign,
             not_replies: self.not_replies - e.not_replies,
+            unauthenticated: self.unauthenticated - e.unauthenticated,
             timeouts: self.timeouts - e.timeouts,
             send_errors: self.send_errors - e.send_errors,
             send_retries: self.send_retries - e.send_retries,

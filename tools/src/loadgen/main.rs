@@ -76,6 +76,7 @@ mod progress;
 mod report;
 mod run;
 mod schedule;
+mod seal;
 mod seq_window;
 // The only unsafe code; sys.rs repeats the allow at its top so that the
 // file says so itself (hence the duplicate-attribute allow).

@@ -70,6 +70,8 @@ pub struct Report {
     pub corrupted: u64,
     /// Datagrams that were not replies to us.
     pub foreign: u64,
+    /// `--psk-file`: datagrams that did not open as sealed replies.
+    pub unauthenticated: u64,
     /// Replies too old for the duplicate window (counted lost).
     pub late: u64,
     /// Pingpong packets given up after the time-out.
@@ -183,6 +185,7 @@ impl Report {
             reordered: c.reordered,
             corrupted: c.corrupted,
             foreign: c.foreign,
+            unauthenticated: c.unauthenticated,
             late: c.late,
             timeouts: c.timeouts,
             send_errors: c.send_errors,

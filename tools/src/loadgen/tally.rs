@@ -150,6 +150,7 @@ impl Tally {
         }
         match why {
             Invalid::Corrupted => self.total.corrupted += 1,
+            Invalid::Unauthenticated => self.total.unauthenticated += 1,
             Invalid::Foreign => self.total.foreign += 1,
             Invalid::NotAReply => {
                 self.total.foreign += 1;

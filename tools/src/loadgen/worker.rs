@@ -36,6 +36,7 @@ use crate::codec::{Codec, Invalid, Probe};
 use crate::config::Config;
 use crate::flow::Flow;
 use crate::schedule::Schedule;
+use crate::seal::Sealer;
 use crate::sys::{self, RecvBatch, SendBatch};
 use crate::tally::{Tally, ThreadResult};
 use crate::tick::Tick;
@@ -95,6 +96,8 @@ struct Worker {
     drain_ns: u64,
     batch: usize,
     codec: Codec,
+    /// `--psk-file`: seals requests, opens replies.
+    sealer: Option<Sealer>,
     sched: Schedule,
     flows: Vec<Flow>,
     tally: Tally,
@@ -167,7 +170,11 @@ pub fn timer_slack_ns(per_thread_pps: u64) -> u64 {
 impl Worker {
     fn new(spec: WorkerSpec) -> Worker {
         let cfg = &spec.cfg;
-        let codec = Codec::new(cfg.protocol, cfg.size);
+        let codec = match cfg.psk {
+            Some(_) => Codec::sealed(cfg.protocol, cfg.size),
+            None => Codec::new(cfg.protocol, cfg.size),
+        };
+        let sealer = cfg.psk.as_ref().map(|s| Sealer::new(s, spec.thread));
         let send_room = cfg.batch.max(cfg.train as usize);
         let mut flows = spec.flows;
         for f in &mut flows {
@@ -225,6 +232,7 @@ impl Worker {
             drain_ns: cfg.drain_ns,
             batch: cfg.batch,
             codec,
+            sealer,
             sched: spec.sched,
             flows,
             tally: Tally::new(spec.sched),
@@ -346,7 +354,10 @@ impl Worker {
                     // long before `now` as the stamp is before `wall`.
                     let arrival = stamp.map_or(now, |s| now.saturating_sub(wall.saturating_sub(s)));
                     parsed.clear();
-                    parsed.extend(segments(d.len(), segment).map(|r| self.codec.parse(&d[r])));
+                    parsed.extend(segments(d.len(), segment).map(|r| match &mut self.sealer {
+                        None => self.codec.parse(&d[r]),
+                        Some(s) => s.parse(&self.codec, &d[r]),
+                    }));
                     self.tally.gro_read(parsed.len() as u64, now);
                     for p in parsed.drain(..) {
                         self.account(p, arrival, now);

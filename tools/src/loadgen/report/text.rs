@@ -65,6 +65,7 @@ impl fmt::Display for Report {
             ("Send retries:       ", self.send_retries),
             ("Skipped slots:      ", self.skipped_slots),
             ("Sent early (bug):   ", self.sent_early),
+            ("Unauthenticated:    ", self.unauthenticated),
         ] {
             if v > 0 {
                 writeln!(f, "  {name}{v}")?;

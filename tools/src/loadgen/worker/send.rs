@@ -90,6 +90,9 @@ impl Worker {
                 d.intended_ns,
                 stamp,
             );
+            if let Some(s) = &mut self.sealer {
+                s.seal(&mut self.send_buf[j * size..(j + 1) * size]);
+            }
             f.next_seq = f.next_seq.max(d.seq + 1);
         }
         let mut start = 0;
