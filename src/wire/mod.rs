@@ -10,9 +10,12 @@
 //!   with a CRC-32C) and the `--protocol framed` reply stage.
 //! - [`stamp`]: STAMP (RFC 8762) test packets and the `--protocol stamp`
 //!   Session-Reflector stage.
+//! - [`reply_check`]: the decoders `loadgen` applies to framed and STAMP
+//!   replies (here so that fuzzing reaches them).
 
 pub mod framed;
 pub mod probe;
+pub mod reply_check;
 pub mod sockperf;
 pub mod stamp;
 

@@ -48,6 +48,8 @@ pub struct Config {
     pub mode: Mode,
     /// Wire format.
     pub protocol: Protocol,
+    /// `--stamp-stateful`: split STAMP loss into forward and backward.
+    pub stamp_stateful: bool,
     /// Pingpong time-out.
     pub timeout_ns: u64,
     /// JSON report.
@@ -94,7 +96,22 @@ impl Config {
                      14-byte sockperf header and the 36-byte probe header ({min} bytes)",
                     a.size
                 ),
+                Protocol::Framed => format!(
+                    "--size {} is too small for --protocol framed: a datagram must hold the \
+                     16-byte frame header and the 36-byte probe header ({min} bytes)",
+                    a.size
+                ),
+                Protocol::Stamp => format!(
+                    "--size {} is too small for --protocol stamp: a STAMP test packet is at \
+                     least {min} bytes (RFC 8762, unauthenticated mode)",
+                    a.size
+                ),
             }));
+        }
+        if a.stamp_stateful && a.protocol != Protocol::Stamp {
+            return Err(ConfigError::Usage(
+                "--stamp-stateful describes a STAMP reflector: add --protocol stamp".to_string(),
+            ));
         }
         if a.threads > a.flows {
             return Err(ConfigError::Usage(format!(
@@ -131,6 +148,7 @@ impl Config {
             threads: a.threads,
             mode: a.mode,
             protocol: a.protocol,
+            stamp_stateful: a.stamp_stateful,
             timeout_ns: a.timeout_ms * 1_000_000,
             json: a.json,
             hgrm: a.hgrm.clone(),

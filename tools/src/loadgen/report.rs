@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::cli::{Mode, Protocol};
 use crate::counters::Counters;
 use crate::latency::Percentiles;
+use crate::stamp_stats::StampReport;
 
+mod replies;
 mod send_side;
 mod text;
 
@@ -70,6 +72,15 @@ pub struct Report {
     pub corrupted: u64,
     /// Datagrams that were not replies to us.
     pub foreign: u64,
+    /// `framed`/`stamp`: datagrams that are not valid replies to our requests.
+    pub bad_replies: u64,
+    /// The part of `bad_replies` that were our own requests sent back unchanged.
+    pub echoed_requests: u64,
+    /// `framed`: error replies (type 0xFF).
+    pub error_replies: u64,
+    /// `stamp`: one-way delays, residence time and the loss split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<StampReport>,
     /// Replies too old for the duplicate window (counted lost).
     pub late: u64,
     /// Pingpong packets given up after the time-out.
@@ -183,6 +194,10 @@ impl Report {
             reordered: c.reordered,
             corrupted: c.corrupted,
             foreign: c.foreign,
+            bad_replies: c.bad_replies,
+            echoed_requests: c.echoed_requests,
+            error_replies: c.error_replies,
+            stamp: None,
             late: c.late,
             timeouts: c.timeouts,
             send_errors: c.send_errors,
@@ -205,6 +220,8 @@ impl Report {
             protocol: match shape.protocol {
                 Protocol::Echo => "echo",
                 Protocol::Sockperf => "sockperf",
+                Protocol::Framed => "framed",
+                Protocol::Stamp => "stamp",
             },
             flows: shape.flows,
             threads: shape.threads,
@@ -293,6 +310,15 @@ impl Report {
             w.push(format!(
                 "{not_replies} replies still had sockperf's CLIENT flag set: the target echoes \
                  byte for byte; use --protocol echo, or a sockperf server (or `server --sockperf`)"
+            ));
+        }
+        if self.bad_replies > 0 {
+            w.push(self.bad_reply_warning());
+        }
+        if self.error_replies > 0 {
+            w.push(format!(
+                "{} framed error replies (type 0xFF): the server could not serve the requests",
+                self.error_replies
             ));
         }
         if self.interrupted {
