@@ -128,10 +128,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = non_negative_secs)]
     pub warmup: f64,
     /// Datagram size in bytes: at least 36 (the probe header); 50 with --protocol sockperf,
-    /// 52 with framed, 44 with stamp.
-    #[arg(long, value_name = "BYTES", default_value_t = 64,
+    /// 52 with framed, 44 with stamp [default: 64; 44 with --protocol stamp].
+    #[arg(long, value_name = "BYTES",
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_SIZE as u64))]
-    pub size: usize,
+    pub size: Option<usize>,
     /// UDP sockets, each with its own source port (SO_REUSEPORT servers spread them over workers).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
