@@ -8,6 +8,11 @@ pub mod client;
 pub mod lgproto;
 pub mod netns;
 pub mod seccomp;
+pub mod stamp_suite;
+
+// Not every test binary uses it.
+#[allow(unused_imports)]
+pub use stamp_suite::stamp_suite;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
@@ -363,23 +368,6 @@ pub fn prerequisite(ok: bool, require: &str, what: &str) -> bool {
     }
     eprintln!("note: skipping: {what} is not available (set {require}=1 to make this a failure)");
     false
-}
-
-/// The stamp-suite binary: `$STAMP_SUITE`, else `stamp-suite` on PATH;
-/// `None` (a note printed) when it cannot be run, a failure with
-/// `REQUIRE_STAMP` set.
-pub fn stamp_suite() -> Option<String> {
-    let bin = std::env::var("STAMP_SUITE").unwrap_or_else(|_| "stamp-suite".into());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    prerequisite(
-        found,
-        "REQUIRE_STAMP",
-        "stamp-suite installed (cargo install stamp-suite)",
-    )
-    .then_some(bin)
 }
 
 /// Whether the `sockperf` binary can be run. Without it, tests that need it

@@ -18,6 +18,7 @@ mod replies;
 mod send_side;
 mod text;
 
+pub use replies::Replies;
 pub use send_side::{SendSide, BEHIND_LIMIT_US};
 
 /// Paced pingpong sends this late (microseconds; a late echo held them
@@ -72,12 +73,9 @@ pub struct Report {
     pub corrupted: u64,
     /// Datagrams that were not replies to us.
     pub foreign: u64,
-    /// `framed`/`stamp`: datagrams that are not valid replies to our requests.
-    pub bad_replies: u64,
-    /// The part of `bad_replies` that were our own requests sent back unchanged.
-    pub echoed_requests: u64,
-    /// `framed`: error replies (type 0xFF).
-    pub error_replies: u64,
+    /// `framed`/`stamp`: replies that did not count.
+    #[serde(flatten)]
+    pub replies: Replies,
     /// `stamp`: one-way delays, residence time and the loss split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stamp: Option<StampReport>,
@@ -194,9 +192,7 @@ impl Report {
             reordered: c.reordered,
             corrupted: c.corrupted,
             foreign: c.foreign,
-            bad_replies: c.bad_replies,
-            echoed_requests: c.echoed_requests,
-            error_replies: c.error_replies,
+            replies: Replies::of(c),
             stamp: None,
             late: c.late,
             timeouts: c.timeouts,
@@ -312,15 +308,7 @@ impl Report {
                  byte for byte; use --protocol echo, or a sockperf server (or `server --sockperf`)"
             ));
         }
-        if self.bad_replies > 0 {
-            w.push(self.bad_reply_warning());
-        }
-        if self.error_replies > 0 {
-            w.push(format!(
-                "{} framed error replies (type 0xFF): the server could not serve the requests",
-                self.error_replies
-            ));
-        }
+        w.extend(self.replies.warnings(self.protocol));
         if self.interrupted {
             w.push("interrupted: results cover the part that ran".to_string());
         }

@@ -58,7 +58,7 @@ impl fmt::Display for Report {
         writeln!(f, "  Reordered:          {}", self.reordered)?;
         writeln!(f, "  Corrupted:          {}", self.corrupted)?;
         writeln!(f, "  Foreign:            {}", self.foreign)?;
-        self.write_bad_replies(f)?;
+        self.replies.write_text(f)?;
         for (name, v) in [
             ("Late (too old):     ", self.late),
             ("Timed out:          ", self.timeouts),
