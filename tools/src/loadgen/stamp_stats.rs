@@ -156,6 +156,7 @@ impl fmt::Display for StampReport {
                 self.negative_forward, self.negative_backward, self.negative_residence
             )?;
         }
+        writeln!(f)?;
         let block = text_block(&[
             ("forward", self.forward_delay_us),
             ("backward", self.backward_delay_us),
