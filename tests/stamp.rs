@@ -205,21 +205,6 @@ fn stamp_stateful_needs_protocol_stamp() {
 // it these tests print a note and pass, unless REQUIRE_STAMP=1 is set.
 // ---------------------------------------------------------------------------
 
-/// The stamp-suite binary: `$STAMP_SUITE`, else `stamp-suite` on PATH.
-fn stamp_suite() -> Option<String> {
-    let bin = std::env::var("STAMP_SUITE").unwrap_or_else(|_| "stamp-suite".into());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    prerequisite(
-        found,
-        "REQUIRE_STAMP",
-        "stamp-suite installed (cargo install stamp-suite)",
-    )
-    .then_some(bin)
-}
-
 /// Runs stamp-suite's Session-Sender against `to` (20 probes, 5 ms apart)
 /// and returns its JSON summary.
 fn stamp_suite_sender(bin: &str, to: SocketAddr) -> serde_json::Value {

@@ -11,9 +11,12 @@
 //! - [`stamp`]: STAMP (RFC 8762) test packets and the `--protocol stamp`
 //!   Session-Reflector stage.
 //! - [`sealed`]: ChaCha20-Poly1305 sealed datagrams (`--psk-file`).
+//! - [`reply_check`]: the decoders `loadgen` applies to framed and STAMP
+//!   replies (here so that fuzzing reaches them).
 
 pub mod framed;
 pub mod probe;
+pub mod reply_check;
 pub mod sealed;
 pub mod sockperf;
 pub mod stamp;

@@ -5,9 +5,15 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod lgproto;
 pub mod netns;
 pub mod psk;
 pub mod seccomp;
+pub mod stamp_suite;
+
+// Not every test binary uses it.
+#[allow(unused_imports)]
+pub use stamp_suite::stamp_suite;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};

@@ -49,6 +49,8 @@ pub const MAX_SIZE: usize = 65_507;
         loadgen --mode pingpong --target [::1]:8888   (back to back)\n  \
         loadgen --mode pingpong --rate 2000 --flows 2   (paced)\n  \
         loadgen --protocol sockperf --target 127.0.0.1:11111 --json\n  \
+        loadgen --protocol framed --target 127.0.0.1:8888   (server --protocol framed)\n  \
+        loadgen --protocol stamp --stamp-stateful --target 127.0.0.1:862\n  \
         loadgen --hlog run1.hlog ... ; loadgen merge run1.hlog run2.hlog"
 )]
 pub struct Cli {
@@ -100,6 +102,12 @@ pub enum Protocol {
     /// A 14-byte sockperf header (CLIENT|PONG_REQUEST) before the probe;
     /// expects sockperf-style replies (CLIENT cleared).
     Sockperf,
+    /// A framed echo request (type 0x01, CRC-32C) carrying the probe;
+    /// expects echo replies (0x81) from `server --protocol framed`.
+    Framed,
+    /// An RFC 8762 STAMP Session-Sender (unauthenticated, 44 bytes or
+    /// --size); expects a Session-Reflector (`server --protocol stamp`).
+    Stamp,
 }
 
 /// Options of a load test.
@@ -119,10 +127,12 @@ pub struct RunArgs {
     /// Seconds sent first and left out of all results.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = non_negative_secs)]
     pub warmup: f64,
-    /// Datagram size in bytes: at least 36 (the probe header), or 50 with --protocol sockperf.
-    #[arg(long, value_name = "BYTES", default_value_t = 64,
+    /// Datagram size in bytes: at least 36 (the probe header); 50 with --protocol sockperf,
+    /// 52 with framed, 44 with stamp, 68 with --psk-file [default: 64; 44 with --protocol stamp;
+    /// 68 with --psk-file].
+    #[arg(long, value_name = "BYTES",
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_SIZE as u64))]
-    pub size: usize,
+    pub size: Option<usize>,
     /// UDP sockets, each with its own source port (SO_REUSEPORT servers spread them over workers).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -135,9 +145,15 @@ pub struct RunArgs {
     /// (back to back unless --rate is given).
     #[arg(long, value_enum, default_value_t = Mode::Rate)]
     pub mode: Mode,
-    /// echo: byte-exact echo servers; sockperf: sockperf servers (or `server --sockperf`).
+    /// echo: byte-exact echo servers; sockperf: sockperf servers (or `server --sockperf`);
+    /// framed: `server --protocol framed`; stamp: STAMP reflectors (one-way delays too).
     #[arg(long, value_enum, default_value_t = Protocol::Echo)]
     pub protocol: Protocol,
+    /// With --protocol stamp: the reflector is stateful (numbers each session's replies
+    /// 0, 1, 2..., e.g. `server --protocol stamp --stamp-stateful`), so the loss is split
+    /// into forward and backward.
+    #[arg(long)]
+    pub stamp_stateful: bool,
     /// Pingpong: after this long without an echo the packet counts as lost and the next is sent.
     #[arg(long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
@@ -181,7 +197,7 @@ pub struct RunArgs {
     pub gro: bool,
     /// Encrypted echo (`server --psk-file`): seal every datagram with
     /// ChaCha20-Poly1305 under this pre-shared key (the probe inside the
-    /// plaintext; --size is the sealed size, at least 68) and open the
+    /// plaintext; --size is the sealed size, at least 68, default 68) and open the
     /// replies; replies that fail authentication count as unauthenticated.
     /// FILE: 64 hex digits and an optional newline, mode 600. Echo only.
     #[arg(long, value_name = "FILE")]

@@ -12,6 +12,9 @@ use udp_packet_pool::wire::sealed::OVERHEAD;
 
 const NS_PER_SEC: f64 = 1e9;
 
+/// `--size` when none is given (and the protocol does not say otherwise).
+const DEFAULT_SIZE: usize = 64;
+
 /// Largest UDP payload of one send (IPv4; IPv6 allows a little more): a
 /// train's datagrams together must fit, or the kernel says EMSGSIZE.
 const MAX_SEND_BYTES: usize = 65_507;
@@ -49,6 +52,8 @@ pub struct Config {
     pub mode: Mode,
     /// Wire format.
     pub protocol: Protocol,
+    /// `--stamp-stateful`: split STAMP loss into forward and backward.
+    pub stamp_stateful: bool,
     /// Pingpong time-out.
     pub timeout_ns: u64,
     /// JSON report.
@@ -87,26 +92,47 @@ impl Config {
     pub fn from_args(a: &RunArgs) -> Result<Config, ConfigError> {
         let psk = crate::seal::load(a)?;
         let min = Codec::min_size(a.protocol);
-        if psk.is_some() && a.size < min + OVERHEAD {
+        // STAMP's base packet unless asked otherwise (RFC 8762: 44 bytes);
+        // sealed, room for the seal around the probe.
+        let size = a.size.unwrap_or(match (a.protocol, &psk) {
+            (_, Some(_)) => DEFAULT_SIZE.max(min + OVERHEAD),
+            (Protocol::Stamp, None) => min,
+            _ => DEFAULT_SIZE,
+        });
+        if psk.is_some() && size < min + OVERHEAD {
             return Err(ConfigError::Usage(format!(
-                "--size {} is too small for --psk-file: a datagram must hold the {OVERHEAD}-byte \
+                "--size {size} is too small for --psk-file: a datagram must hold the {OVERHEAD}-byte \
                  seal and the {min}-byte probe header ({} bytes)",
-                a.size,
                 min + OVERHEAD
             )));
         }
-        if a.size < min {
+        if size < min {
             return Err(ConfigError::Usage(match a.protocol {
                 Protocol::Echo => format!(
                     "--size {} is too small: a datagram must hold the {min}-byte probe header",
-                    a.size
+                    size
                 ),
                 Protocol::Sockperf => format!(
                     "--size {} is too small for --protocol sockperf: a datagram must hold the \
                      14-byte sockperf header and the 36-byte probe header ({min} bytes)",
-                    a.size
+                    size
+                ),
+                Protocol::Framed => format!(
+                    "--size {} is too small for --protocol framed: a datagram must hold the \
+                     16-byte frame header and the 36-byte probe header ({min} bytes)",
+                    size
+                ),
+                Protocol::Stamp => format!(
+                    "--size {} is too small for --protocol stamp: a STAMP test packet is at \
+                     least {min} bytes (RFC 8762, unauthenticated mode)",
+                    size
                 ),
             }));
+        }
+        if a.stamp_stateful && a.protocol != Protocol::Stamp {
+            return Err(ConfigError::Usage(
+                "--stamp-stateful describes a STAMP reflector: add --protocol stamp".to_string(),
+            ));
         }
         if a.threads > a.flows {
             return Err(ConfigError::Usage(format!(
@@ -138,11 +164,12 @@ impl Config {
             },
             duration_ns: (a.duration * NS_PER_SEC).round().max(1.0) as u64,
             warmup_ns: (a.warmup * NS_PER_SEC).round() as u64,
-            size: a.size,
+            size,
             flows: a.flows,
             threads: a.threads,
             mode: a.mode,
             protocol: a.protocol,
+            stamp_stateful: a.stamp_stateful,
             timeout_ns: a.timeout_ms * 1_000_000,
             json: a.json,
             hgrm: a.hgrm.clone(),
@@ -151,7 +178,7 @@ impl Config {
             interval_lines: a.interval_lines,
             drain_ns: a.drain_ms * 1_000_000,
             batch: a.batch as usize,
-            train: a.gso.map_or(1, |n| train_len(n, a.size)),
+            train: a.gso.map_or(1, |n| train_len(n, size)),
             gso_asked: a.gso,
             gro: a.gro,
             psk,
@@ -223,6 +250,15 @@ mod tests {
             "{e:?}"
         );
         assert!(Config::from_args(&args(&["--size", "50", "--protocol", "sockperf"])).is_ok());
+    }
+
+    #[test]
+    fn stamp_defaults_to_the_44_byte_base_packet() {
+        let size = |a: &[&str]| Config::from_args(&args(a)).map(|c| c.size);
+        assert_eq!(size(&["--protocol", "stamp"]), Ok(44));
+        assert_eq!(size(&["--protocol", "stamp", "--size", "100"]), Ok(100));
+        assert_eq!(size(&["--protocol", "framed"]), Ok(64));
+        assert!(size(&["--protocol", "stamp", "--size", "43"]).is_err());
     }
 
     #[test]

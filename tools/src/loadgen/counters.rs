@@ -29,6 +29,15 @@ pub struct Counters {
     /// `--psk-file`: datagrams that did not open as sealed replies under
     /// the key (forged, corrupted, another key, or not sealed at all).
     pub unauthenticated: u64,
+    /// `framed`/`stamp`: datagrams that are not a valid reply to one of our
+    /// requests (bad frame, wrong type, length or sequence; a STAMP reply
+    /// that matches nothing sent).
+    pub bad_replies: u64,
+    /// The part of `bad_replies` that were our own requests sent back
+    /// unchanged (the target does not speak the protocol).
+    pub echoed_requests: u64,
+    /// `framed`: error replies (type 0xFF).
+    pub error_replies: u64,
     /// Pingpong packets given up after --timeout-ms.
     pub timeouts: u64,
     /// Datagrams the kernel refused (never sent, not in `sent`).
@@ -67,6 +76,9 @@ impl AddAssign for Counters {
         self.foreign += o.foreign;
         self.not_replies += o.not_replies;
         self.unauthenticated += o.unauthenticated;
+        self.bad_replies += o.bad_replies;
+        self.echoed_requests += o.echoed_requests;
+        self.error_replies += o.error_replies;
         self.timeouts += o.timeouts;
         self.send_errors += o.send_errors;
         self.send_retries += o.send_retries;
@@ -96,6 +108,9 @@ impl Sub for Counters {
             foreign: self.foreign - e.foreign,
             not_replies: self.not_replies - e.not_replies,
             unauthenticated: self.unauthenticated - e.unauthenticated,
+            bad_replies: self.bad_replies - e.bad_replies,
+            echoed_requests: self.echoed_requests - e.echoed_requests,
+            error_replies: self.error_replies - e.error_replies,
             timeouts: self.timeouts - e.timeouts,
             send_errors: self.send_errors - e.send_errors,
             send_retries: self.send_retries - e.send_retries,

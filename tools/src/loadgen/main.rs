@@ -78,6 +78,7 @@ mod run;
 mod schedule;
 mod seal;
 mod seq_window;
+mod stamp_stats;
 // The only unsafe code; sys.rs repeats the allow at its top so that the
 // file says so itself (hence the duplicate-attribute allow).
 #[allow(unsafe_code, clippy::duplicated_attributes)]

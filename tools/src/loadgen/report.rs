@@ -12,10 +12,13 @@ use serde::Serialize;
 use crate::cli::{Mode, Protocol};
 use crate::counters::Counters;
 use crate::latency::Percentiles;
+use crate::stamp_stats::StampReport;
 
+mod replies;
 mod send_side;
 mod text;
 
+pub use replies::Replies;
 pub use send_side::{SendSide, BEHIND_LIMIT_US};
 
 /// Paced pingpong sends this late (microseconds; a late echo held them
@@ -72,6 +75,12 @@ pub struct Report {
     pub foreign: u64,
     /// `--psk-file`: datagrams that did not open as sealed replies.
     pub unauthenticated: u64,
+    /// `framed`/`stamp`: replies that did not count.
+    #[serde(flatten)]
+    pub replies: Replies,
+    /// `stamp`: one-way delays, residence time and the loss split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<StampReport>,
     /// Replies too old for the duplicate window (counted lost).
     pub late: u64,
     /// Pingpong packets given up after the time-out.
@@ -186,6 +195,8 @@ impl Report {
             corrupted: c.corrupted,
             foreign: c.foreign,
             unauthenticated: c.unauthenticated,
+            replies: Replies::of(c),
+            stamp: None,
             late: c.late,
             timeouts: c.timeouts,
             send_errors: c.send_errors,
@@ -208,6 +219,8 @@ impl Report {
             protocol: match shape.protocol {
                 Protocol::Echo => "echo",
                 Protocol::Sockperf => "sockperf",
+                Protocol::Framed => "framed",
+                Protocol::Stamp => "stamp",
             },
             flows: shape.flows,
             threads: shape.threads,
@@ -298,6 +311,7 @@ impl Report {
                  byte for byte; use --protocol echo, or a sockperf server (or `server --sockperf`)"
             ));
         }
+        w.extend(self.replies.warnings(self.protocol));
         if self.interrupted {
             w.push("interrupted: results cover the part that ran".to_string());
         }

@@ -16,6 +16,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::flag;
 use udp_packet_pool::io::now_monotonic_ns;
 
+use crate::cli::Protocol;
 use crate::collector::Collector;
 use crate::config::Config;
 use crate::counters::Counters;
@@ -26,6 +27,7 @@ use crate::latency::{new_histogram, Percentiles};
 use crate::progress::Progress;
 use crate::report::{Report, RunShape, SendSide, BEHIND_LIMIT_US};
 use crate::schedule::Schedule;
+use crate::stamp_stats::StampStats;
 use crate::tally::ThreadResult;
 use crate::worker::{self, WorkerSpec};
 
@@ -255,6 +257,14 @@ fn merge(
         send_side,
         interrupted,
     );
+    let mut report = report;
+    if cfg.protocol == Protocol::Stamp {
+        let mut stamp = StampStats::default();
+        for r in results {
+            stamp.add(&r.stamp);
+        }
+        report.stamp = Some(stamp.report(cfg.stamp_stateful, counters.lost()));
+    }
     (report, corrected)
 }
 

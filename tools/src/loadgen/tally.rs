@@ -10,6 +10,7 @@ use crate::counters::Counters;
 use crate::latency::{self, new_histogram};
 use crate::schedule::Schedule;
 use crate::seq_window::Arrival;
+use crate::stamp_stats::StampStats;
 
 /// What a thread hands back when it is done.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct ThreadResult {
     pub gso_fallback: Option<String>,
     /// Why the thread receives without `UDP_GRO` though asked, if so.
     pub gro_fallback: Option<String>,
+    /// `--protocol stamp`: one-way delays and forward loss.
+    pub stamp: StampStats,
 }
 
 /// Per-thread bookkeeping.
@@ -50,6 +53,7 @@ pub struct Tally {
     pub ever_sent: bool,
     behind_max_ns: u64,
     last_send_ns: u64,
+    stamp: StampStats,
 }
 
 impl Tally {
@@ -67,6 +71,7 @@ impl Tally {
             ever_sent: false,
             behind_max_ns: 0,
             last_send_ns: 0,
+            stamp: StampStats::default(),
         }
     }
 
@@ -156,6 +161,11 @@ impl Tally {
                 self.total.foreign += 1;
                 self.total.not_replies += 1;
             }
+            Invalid::BadReply { echoed_request } => {
+                self.total.bad_replies += 1;
+                self.total.echoed_requests += u64::from(echoed_request);
+            }
+            Invalid::ErrorReply => self.total.error_replies += 1,
         }
     }
 
@@ -178,6 +188,9 @@ impl Tally {
                 latency::record(&mut self.corrected, corrected);
                 latency::record(&mut self.interval, corrected);
                 latency::record(&mut self.uncorrected, now_ns.saturating_sub(p.sent_ns));
+                if let Some(t) = &p.stamp {
+                    self.stamp.record(t);
+                }
             }
             Arrival::Duplicate => self.total.duplicates += 1,
             Arrival::TooOld => {
@@ -206,6 +219,7 @@ impl Tally {
             cpu_ns: 0,
             gso_fallback: None,
             gro_fallback: None,
+            stamp: self.stamp,
         }
     }
 }
@@ -231,6 +245,7 @@ mod tests {
             seq,
             intended_ns,
             sent_ns: intended_ns + 10,
+            stamp: None,
         }
     }
 

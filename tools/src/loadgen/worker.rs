@@ -31,7 +31,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use udp_packet_pool::io::{now_monotonic_ns, now_realtime_ns};
 
-use crate::cli::Mode;
+use crate::cli::{Mode, Protocol};
 use crate::codec::{Codec, Invalid, Probe};
 use crate::config::Config;
 use crate::flow::Flow;
@@ -45,8 +45,10 @@ use crate::train::segments;
 mod pingpong;
 mod rate;
 mod send;
+mod stamp;
 
 use pingpong::released;
+use stamp::StampSender;
 
 /// `recvmmsg` calls per readable socket before going back to sending.
 const RECV_CALLS_PER_TURN: usize = 4;
@@ -98,6 +100,8 @@ struct Worker {
     codec: Codec,
     /// `--psk-file`: seals requests, opens replies.
     sealer: Option<Sealer>,
+    /// `--protocol stamp`: what each flow sent, to match replies.
+    stamp: Option<StampSender>,
     sched: Schedule,
     flows: Vec<Flow>,
     tally: Tally,
@@ -147,6 +151,7 @@ pub fn run(spec: WorkerSpec) -> io::Result<ThreadResult> {
         result.cpu_ns = sys::thread_cpu_ns();
         result.gso_fallback = w.gso_fallback.take();
         result.gro_fallback = w.gro_fallback.take();
+        result.stamp.forward_lost = w.stamp.as_ref().map_or(0, StampSender::forward_lost);
         result
     })
 }
@@ -233,6 +238,8 @@ impl Worker {
             batch: cfg.batch,
             codec,
             sealer,
+            stamp: (cfg.protocol == Protocol::Stamp)
+                .then(|| StampSender::new(flows.len(), cfg.flows, spec.sched)),
             sched: spec.sched,
             flows,
             tally: Tally::new(spec.sched),
@@ -354,9 +361,18 @@ impl Worker {
                     // long before `now` as the stamp is before `wall`.
                     let arrival = stamp.map_or(now, |s| now.saturating_sub(wall.saturating_sub(s)));
                     parsed.clear();
-                    parsed.extend(segments(d.len(), segment).map(|r| match &mut self.sealer {
-                        None => self.codec.parse(&d[r]),
-                        Some(s) => s.parse(&self.codec, &d[r]),
+                    let (codec, f) = (&self.codec, &self.flows[k]);
+                    let (stamp_tx, sealer) = (&mut self.stamp, &mut self.sealer);
+                    parsed.extend(segments(d.len(), segment).map(|r| {
+                        match (&mut *stamp_tx, &mut *sealer) {
+                            // T4: the kernel's stamp on the wall clock.
+                            (Some(st), _) => {
+                                let t4 = stamp.unwrap_or(wall);
+                                st.parse(codec, k, f.id, f.next_seq, &d[r], t4)
+                            }
+                            (None, Some(s)) => s.parse(codec, &d[r]),
+                            (None, None) => codec.parse(&d[r]),
+                        }
                     }));
                     self.tally.gro_read(parsed.len() as u64, now);
                     for p in parsed.drain(..) {

@@ -58,6 +58,7 @@ impl fmt::Display for Report {
         writeln!(f, "  Reordered:          {}", self.reordered)?;
         writeln!(f, "  Corrupted:          {}", self.corrupted)?;
         writeln!(f, "  Foreign:            {}", self.foreign)?;
+        self.replies.write_text(f)?;
         for (name, v) in [
             ("Late (too old):     ", self.late),
             ("Timed out:          ", self.timeouts),
@@ -110,6 +111,10 @@ impl fmt::Display for Report {
             text_block(&[("uncorrected", self.latency_uncorrected_us)])
         };
         write!(f, "{block}")?;
-        writeln!(f, "  note: {}", self.latency_note)
+        writeln!(f, "  note: {}", self.latency_note)?;
+        match &self.stamp {
+            Some(s) => write!(f, "{s}"),
+            None => Ok(()),
+        }
     }
 }

@@ -94,6 +94,9 @@ impl Worker {
                 s.seal(&mut self.send_buf[j * size..(j + 1) * size]);
             }
             f.next_seq = f.next_seq.max(d.seq + 1);
+            if let Some(st) = &mut self.stamp {
+                st.sent(d.local, d.seq, d.intended_ns, stamp);
+            }
         }
         let mut start = 0;
         while start < self.due.len() {
