@@ -230,7 +230,7 @@ fn bad_key_files_and_combinations_are_refused() {
             "--protocol echo only",
         ),
         (
-            loadgen(&["--psk-file", good.arg()]),
+            loadgen(&["--psk-file", good.arg(), "--size", "64"]),
             "--size 64 is too small for --psk-file",
             "(68 bytes)",
         ),
