@@ -49,6 +49,7 @@ pub const MAX_SIZE: usize = 65_507;
         loadgen --mode pingpong --target [::1]:8888   (back to back)\n  \
         loadgen --mode pingpong --rate 2000 --flows 2   (paced)\n  \
         loadgen --protocol sockperf --target 127.0.0.1:11111 --json\n  \
+        loadgen --replay run.pcap --speed max --target 127.0.0.1:8888\n  \
         loadgen --hlog run1.hlog ... ; loadgen merge run1.hlog run2.hlog"
 )]
 pub struct Cli {
@@ -179,6 +180,19 @@ pub struct RunArgs {
     /// against servers that send trains; off by default).
     #[arg(long)]
     pub gro: bool,
+    /// Replay the UDP datagrams of a pcap capture (e.g. from `server
+    /// --capture`) to --target instead of generating probes: the datagrams
+    /// sent to the first datagram's destination, each source endpoint from
+    /// its own socket, at the recorded pace; replies are matched to sends by
+    /// content. Only --target, --speed, --drain-ms and --json apply.
+    #[arg(long, value_name = "FILE.pcap",
+          conflicts_with_all = ["rate", "mode", "protocol", "gso", "gro", "size", "flows", "threads", "duration", "warmup", "hgrm", "hlog"])]
+    pub replay: Option<PathBuf>,
+    /// With --replay: X times the recorded pace (2 = twice as fast, 0.5 =
+    /// half), or max to send back to back [default: 1].
+    #[arg(long, value_name = "X|max", requires = "replay",
+          value_parser = crate::replay_run::parse_speed)]
+    pub speed: Option<crate::replay_run::Speed>,
 }
 
 /// Most datagrams per train (`--gso`).
