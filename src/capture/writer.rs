@@ -67,10 +67,15 @@ impl PcapOut {
         })
     }
 
-    /// Writes one record as one packet.
-    pub fn write(&mut self, r: &Record) -> io::Result<()> {
+    /// Encodes one record; `false` (nothing written) for one that cannot
+    /// be a UDP packet (longer than UDP allows).
+    pub fn encode(&mut self, r: &Record) -> bool {
         self.scratch.clear();
-        r.encode(&mut self.scratch).map_err(io::Error::other)?;
+        r.encode(&mut self.scratch).is_ok()
+    }
+
+    /// Writes the record last encoded as one packet.
+    pub fn write(&mut self, r: &Record) -> io::Result<()> {
         let ts = Duration::from_nanos(r.ts_ns);
         let pkt = PcapPacket::new(ts, self.scratch.len() as u32, &self.scratch);
         pkt.write_to::<_, BigEndian>(
@@ -117,7 +122,7 @@ pub fn run(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if failed {
+        if failed || !out.encode(&r) {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             match out.write(&r) {
@@ -161,6 +166,7 @@ mod tests {
         let src = "192.0.2.1:4000".parse().unwrap();
         let dst = "192.0.2.2:8888".parse().unwrap();
         assert!(r.fill(1_700_000_000_123_456_789, src, dst, b"abc"));
+        assert!(out.encode(&r));
         out.write(&r).unwrap();
         out.flush().unwrap();
         let mut rd = PcapReader::new(File::open(&dir).unwrap()).unwrap();
@@ -169,6 +175,10 @@ mod tests {
         assert_eq!(p.timestamp, Duration::from_nanos(r.ts_ns));
         assert_eq!(p.data.len(), 20 + 8 + 3);
         assert!(rd.next_packet().is_none());
+        // Longer than an IPv4 UDP datagram can be: not encoded, no panic.
+        let mut big = Record::with_capacity(70_000);
+        assert!(big.fill(1, src, dst, &[0; 65_508]));
+        assert!(!out.encode(&big));
         std::fs::remove_file(&dir).unwrap();
     }
 

@@ -189,7 +189,7 @@ pub struct RunArgs {
           conflicts_with_all = ["rate", "mode", "protocol", "gso", "gro", "size", "flows", "threads", "duration", "warmup", "hgrm", "hlog"])]
     pub replay: Option<PathBuf>,
     /// With --replay: X times the recorded pace (2 = twice as fast, 0.5 =
-    /// half), or max to send back to back [default: 1].
+    /// half; 0.001 to 1e9), or max to send back to back [default: 1].
     #[arg(long, value_name = "X|max", requires = "replay",
           value_parser = crate::replay_run::parse_speed)]
     pub speed: Option<crate::replay_run::Speed>,
