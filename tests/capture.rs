@@ -185,6 +185,31 @@ fn ipv6_capture_with_echoes_holds_requests_and_replies() {
 }
 
 #[test]
+fn each_datagram_of_a_gro_train_is_one_record() {
+    // Five datagrams (the last shorter) in one GSO send: the server receives
+    // them as one GRO train where the kernel coalesces them, or one by one.
+    let f = TempFile::new("gro");
+    let server = ServerProc::start(&["--json", "--gro", "--capture", f.path()]);
+    let addr = server.addr;
+    let sock = client_socket(addr);
+    let segments: Vec<Vec<u8>> = (0..5)
+        .map(|i| pattern(if i == 4 { 120 } else { 200 }, i))
+        .collect();
+    udp_packet_pool::io::send_train(&sock, addr, &segments.concat(), 200).unwrap();
+    let mut buf = [0u8; 2048];
+    for s in &segments {
+        let n = sock.recv(&mut buf).expect("echo within 2 s");
+        assert_eq!(&buf[..n], &s[..]);
+    }
+    let done = server.stop_with(libc::SIGTERM);
+    let r = json(&done.stdout);
+    assert_reconciled(&r);
+    let me = sock.local_addr().unwrap();
+    let want: Vec<_> = segments.iter().map(|s| (me, addr, s.clone())).collect();
+    assert_eq!(read_back(&f.0), want, "{r}");
+}
+
+#[test]
 fn replaying_a_capture_sends_every_request_and_gets_every_echo() {
     let f = TempFile::new("replay");
     let payloads = capture_round_trip("127.0.0.1", true, &f);
