@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod backlog;
+pub mod capture;
 pub mod client;
 pub mod counters;
 pub mod crypto;

@@ -42,6 +42,8 @@ pub struct MetricsConfig {
     pub kernel_clock: bool,
     /// Set (e.g. on SIGHUP) to print the since-start summary on stderr now.
     pub dump_now: Arc<AtomicBool>,
+    /// `--capture`'s counters, for the statistics line.
+    pub capture: Option<Arc<crate::capture::CaptureCounters>>,
 }
 
 /// A new latency histogram in nanoseconds.
@@ -137,7 +139,11 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
         if cfg.interval.is_some() {
             let snap = snapshot(&cfg);
             let now = Instant::now();
-            crate::stderr::line(stats_line(&snap, &prev, now, start, &interval_hist));
+            let mut line = stats_line(&snap, &prev, now, start, &interval_hist);
+            if let Some(c) = &cfg.capture {
+                line.push_str(&c.stats_field());
+            }
+            crate::stderr::line(line);
             prev = (snap, now);
         }
         interval_hist.reset();

@@ -156,6 +156,9 @@ pub struct Report {
     /// Why stderr lines were lost (`stderr failed: Broken pipe (os error
     /// 32)`, `stderr blocked: ...`); `None` when none were.
     pub stderr_problem: Option<String>,
+    /// `--capture`: records written and datagrams not captured (known at
+    /// shutdown only; `None` without `--capture`).
+    pub capture: Option<crate::capture::CaptureSummary>,
 }
 
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`).
@@ -275,6 +278,7 @@ impl Report {
             worker_failures: Vec::new(),
             log_lines_dropped: 0,
             stderr_lines_dropped: 0,
+            capture: None,
             stderr_problem: None,
         }
     }
@@ -409,6 +413,9 @@ impl fmt::Display for Report {
                 "packet log    {} lines dropped (-v queue full; any lost on stderr are on the stderr line)",
                 self.log_lines_dropped
             )?;
+            if let Some(c) = &self.capture {
+                writeln!(f, "{c}")?;
+            }
             if let Some(p) = &self.stderr_problem {
                 writeln!(
                     f,

@@ -13,6 +13,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::backlog::DEFAULT_SEND_DEADLINE;
+use crate::capture::{self, Capture, CaptureConfig};
 use crate::counters::{Counters, SharedCounters};
 use crate::guard::allow::AllowList;
 use crate::guard::dest::DestGuard;
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     /// Receive GRO trains and echo them as GSO trains (`--gro`, where the
     /// kernel allows).
     pub gro: bool,
+    /// Write received datagrams (and echoes) to a pcap file (`--capture`).
+    pub capture: Option<CaptureConfig>,
 }
 
 /// Bytes per pool buffer with GRO: a whole coalesced train (at most 64 KiB).
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             send_deadline: DEFAULT_SEND_DEADLINE,
             guard: GuardConfig::default(),
             gro: true,
+            capture: None,
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct ServerHandle {
     /// asked for (io_uring unavailable), if it does.
     io: IoMode,
     io_fallback: Option<String>,
+    /// The `--capture` writer, joined after the workers.
+    capture: Option<Capture>,
 }
 
 /// Binds and starts everything; returns once every worker thread runs.
@@ -237,10 +243,15 @@ pub fn start_with(
         None
     };
     let probes = LoopProbes::new(crate::io::now_realtime_ns());
+    let mut capture = cfg
+        .capture
+        .as_ref()
+        .map(|c| Capture::start(c, cfg.packet_size, local_addr))
+        .transpose()?;
     for (id, (sock, sink)) in sockets.into_iter().zip(sinks).enumerate() {
         let counters = Arc::new(SharedCounters::default());
         shared.push(counters.clone());
-        let mut p = Pipeline::echo()
+        let mut p = capture::first_stage(capture.as_ref())
             .with(SourceGuard::new(
                 local_addr.port(),
                 cfg.guard.allow_privileged_ports,
@@ -260,6 +271,7 @@ pub fn start_with(
         if let Some(log) = &log {
             p = p.with(PacketLog::new(id, cfg.log_rate, log.queue()));
         }
+        p = capture::last_stage(p, capture.as_ref());
         let buffer = if gro_on {
             cfg.buffer_size()
         } else {
@@ -283,6 +295,9 @@ pub fn start_with(
         }
         kernel_clock &= w.kernel_clock();
         workers.push(w);
+    }
+    if let Some(c) = &mut capture {
+        c.seal();
     }
     // Each worker says it runs; start_with returns only once all have, so
     // "listening on" (printed after it) means every worker is serving.
@@ -340,6 +355,7 @@ pub fn start_with(
         shared_socket: !cfg.reuseport,
         kernel_clock,
         dump_now: dump.clone(),
+        capture: capture.as_ref().map(Capture::counters),
     };
     let metrics = thread::Builder::new()
         .name("metrics".into())
@@ -355,6 +371,7 @@ pub fn start_with(
         gro,
         io,
         io_fallback,
+        capture,
     })
 }
 
@@ -434,6 +451,8 @@ impl ServerHandle {
             .join()
             .map_err(|_| io::Error::other("the metrics thread panicked"))?;
         report.worker_failures = failures;
+        // The workers' capture stages are gone: the writer drains and ends.
+        report.capture = self.capture.map(Capture::finish);
         // Last: the workers (and their log queue ends) are gone. A log thread
         // stuck on a stderr nobody reads is left behind, not waited for.
         if let Some(log) = self.log {
@@ -483,7 +502,11 @@ pub fn memory_needed(cfg: &ServerConfig) -> Option<u64> {
     let table = cfg.guard.rate.map_or(0, |r| {
         (r.table_size.clamp(1, 1 << 30).next_power_of_two() as u64) * 8
     });
-    pools.checked_add(table)
+    let capture = cfg
+        .capture
+        .as_ref()
+        .map_or(0, |c| c.queue as u64 * cfg.packet_size as u64);
+    pools.checked_add(table)?.checked_add(capture)
 }
 
 /// `MemAvailable` from `/proc/meminfo`, bytes.

@@ -305,3 +305,23 @@ fn gro_trains_allocate_nothing() {
     assert_worker_allocates_nothing(11, "gro uring", IoMode::Uring, Pipeline::echo(), &plain);
     TRAINS.with(|t| t.set(false));
 }
+
+#[test]
+fn capture_stages_allocate_nothing() {
+    use udp_packet_pool::capture::{self, Capture, CaptureConfig};
+    // As the server builds them for --capture --capture-echoes: records are
+    // allocated at start and recycled between the worker and the writer.
+    let path = std::env::temp_dir().join(format!("no-alloc-{}.pcap", std::process::id()));
+    let cfg = CaptureConfig {
+        path: path.clone(),
+        echoes: true,
+        queue: 64,
+    };
+    let mut cap = Capture::start(&cfg, 2048, "127.0.0.1:9".parse().unwrap()).unwrap();
+    let p = capture::last_stage(capture::first_stage(Some(&cap)), Some(&cap));
+    cap.seal();
+    assert_worker_allocates_nothing(8, "capture", IoMode::Blocking, p, &plain);
+    let s = cap.finish();
+    assert_eq!(s.captured + s.capture_dropped, 2 * 6000, "{s:?}");
+    let _ = std::fs::remove_file(&path);
+}

@@ -37,7 +37,7 @@ use udp_packet_pool::worker::IoMode;
 #[derive(Parser, Debug)]
 #[command(
     version,
-    after_help = "Examples:\n  server 8888\n  server --threads 4 --reuseport\n  server --port 0 --json > report.json"
+    after_help = "Examples:\n  server 8888\n  server --threads 4 --reuseport\n  server --port 0 --json > report.json\n  server --capture run.pcap --capture-echoes"
 )]
 struct Args {
     /// UDP port to listen on (same as --port; 0 lets the OS choose).
@@ -139,6 +139,15 @@ struct Args {
     /// Encrypted echo (with --protocol echo only): answer only datagrams sealed with ChaCha20-Poly1305 under this pre-shared key (README, "Encrypted echo"), with the same plaintext sealed under the server's own nonce, at the same length. Malformed, forged (tag fails, wrong key), replayed and reply-direction datagrams are dropped as malformed, bad_seal, replayed and sealed_reply. FILE: 64 hex digits and an optional newline, mode 600 (e.g. head -c32 /dev/urandom | xxd -p -c64 > key; chmod 600 key).
     #[arg(long, value_name = "FILE")]
     psk_file: Option<std::path::PathBuf>,
+    /// Write every datagram received (except truncated ones) to this pcap file, created or truncated at start; tshark and Wireshark open it. Workers never wait for the disk: what the writer cannot keep up with is counted as capture_dropped.
+    #[arg(long, value_name = "FILE.pcap")]
+    capture: Option<std::path::PathBuf>,
+    /// With --capture: also write each echo (reply), as it is sent, from the server's address to the peer.
+    #[arg(long, requires = "capture")]
+    capture_echoes: bool,
+    /// With --capture: datagrams that may wait for the writer (each takes --packet-size bytes, allocated at start); more are not captured (capture_dropped).
+    #[arg(long, value_name = "N", requires = "capture", default_value_t = udp_packet_pool::capture::DEFAULT_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    capture_queue: u32,
 }
 
 /// The guards line of the listening message.
@@ -251,6 +260,14 @@ fn run() -> u8 {
         },
         send_deadline: Duration::from_millis(args.send_deadline),
         gro: !args.no_gro,
+        capture: args
+            .capture
+            .clone()
+            .map(|path| udp_packet_pool::capture::CaptureConfig {
+                path,
+                echoes: args.capture_echoes,
+                queue: args.capture_queue as usize,
+            }),
         guard: GuardConfig {
             allow_privileged_ports: args.allow_privileged_ports,
             no_loop_breaker: args.no_loop_breaker,

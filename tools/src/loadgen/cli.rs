@@ -51,6 +51,7 @@ pub const MAX_SIZE: usize = 65_507;
         loadgen --protocol sockperf --target 127.0.0.1:11111 --json\n  \
         loadgen --protocol framed --target 127.0.0.1:8888   (server --protocol framed)\n  \
         loadgen --protocol stamp --stamp-stateful --target 127.0.0.1:862\n  \
+        loadgen --replay run.pcap --speed max --target 127.0.0.1:8888\n  \
         loadgen --hlog run1.hlog ... ; loadgen merge run1.hlog run2.hlog"
 )]
 pub struct Cli {
@@ -202,6 +203,19 @@ pub struct RunArgs {
     /// FILE: 64 hex digits and an optional newline, mode 600. Echo only.
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
+    /// Replay the UDP datagrams of a pcap capture (e.g. from `server
+    /// --capture`) to --target instead of generating probes: the datagrams
+    /// sent to the first datagram's destination, each source endpoint from
+    /// its own socket, at the recorded pace; replies are matched to sends by
+    /// content. Only --target, --speed, --drain-ms and --json apply.
+    #[arg(long, value_name = "FILE.pcap",
+          conflicts_with_all = ["rate", "mode", "protocol", "gso", "gro", "size", "flows", "threads", "duration", "warmup", "hgrm", "hlog", "psk_file", "stamp_stateful"])]
+    pub replay: Option<PathBuf>,
+    /// With --replay: X times the recorded pace (2 = twice as fast, 0.5 =
+    /// half; 0.001 to 1e9), or max to send back to back [default: 1].
+    #[arg(long, value_name = "X|max", requires = "replay",
+          value_parser = crate::replay_run::parse_speed)]
+    pub speed: Option<crate::replay_run::Speed>,
 }
 
 /// Most datagrams per train (`--gso`).

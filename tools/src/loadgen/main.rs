@@ -73,6 +73,8 @@ mod hlog;
 mod latency;
 mod merge;
 mod progress;
+mod replay;
+mod replay_run;
 mod report;
 mod run;
 mod schedule;
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Merge(m)) => merge::run(m),
+        None if cli.run.replay.is_some() => replay_run::run(&cli.run),
         None => match Config::from_args(&cli.run) {
             Ok(cfg) => run::run(cfg),
             Err(ConfigError::Usage(msg)) => {
