@@ -14,6 +14,7 @@
 
 pub mod backlog;
 pub mod client;
+pub mod clients;
 pub mod counters;
 pub mod guard;
 pub mod io;

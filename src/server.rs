@@ -13,6 +13,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::backlog::DEFAULT_SEND_DEADLINE;
+use crate::clients::{self, Broadcast, ClientDirectory, ClientTrack, ClientsConfig};
 use crate::counters::{Counters, SharedCounters};
 use crate::guard::allow::AllowList;
 use crate::guard::dest::DestGuard;
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     /// Receive GRO trains and echo them as GSO trains (`--gro`, where the
     /// kernel allows).
     pub gro: bool,
+    /// Client tracking and the framed broadcast (`--clients`, `--admin`).
+    pub clients: ClientsConfig,
 }
 
 /// Bytes per pool buffer with GRO: a whole coalesced train (at most 64 KiB).
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             send_deadline: DEFAULT_SEND_DEADLINE,
             guard: GuardConfig::default(),
             gro: true,
+            clients: ClientsConfig::default(),
         }
     }
 }
@@ -237,6 +241,10 @@ pub fn start_with(
         None
     };
     let probes = LoopProbes::new(crate::io::now_realtime_ns());
+    let tracked = &cfg.clients;
+    let directory = (tracked.size > 0)
+        .then(|| ClientDirectory::new(cfg.threads, tracked.size, tracked.ttl.as_nanos() as u64));
+    let broadcast_seq = Arc::new(std::sync::atomic::AtomicU32::new(0));
     for (id, (sock, sink)) in sockets.into_iter().zip(sinks).enumerate() {
         let counters = Arc::new(SharedCounters::default());
         shared.push(counters.clone());
@@ -246,6 +254,11 @@ pub fn start_with(
                 cfg.guard.allow_privileged_ports,
             ))
             .with(DestGuard);
+        // Every sender past the loop and destination guards is a client,
+        // refused or not (the final verdict says whether it was answered).
+        if let Some(d) = &directory {
+            p = p.with(ClientTrack::new(d.clone(), id));
+        }
         if !cfg.guard.allow.is_empty() {
             p = p.with(AllowList::new(cfg.guard.allow.clone()));
         }
@@ -255,6 +268,11 @@ pub fn start_with(
         // Last of the guards: it must only see datagrams that are answered.
         if !cfg.guard.no_loop_breaker {
             p = p.with(LoopBreaker::new(probes.clone()));
+        }
+        if tracked.framed_broadcast {
+            let (admin, seq) = (tracked.admin.clone(), broadcast_seq.clone());
+            let b = Broadcast::new(admin, directory.clone(), seq, cfg.packet_size);
+            p = p.with(b);
         }
         p = p.then(pipeline(id));
         if let Some(log) = &log {
@@ -340,6 +358,7 @@ pub fn start_with(
         shared_socket: !cfg.reuseport,
         kernel_clock,
         dump_now: dump.clone(),
+        clients: directory,
     };
     let metrics = thread::Builder::new()
         .name("metrics".into())
@@ -463,7 +482,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Bytes a configuration allocates at start: every worker's pool (slab,
 /// metadata, free list, send-backlog queue; with `--io uring` also each
-/// buffer's headroom and the buffer ring) and the rate table. `None`
+/// buffer's headroom and the buffer ring), the rate table and the client
+/// tables. `None`
 /// when it does not even fit in a `usize`.
 pub fn memory_needed(cfg: &ServerConfig) -> Option<u64> {
     let per_buffer = (cfg.buffer_size() as u64)
@@ -483,7 +503,9 @@ pub fn memory_needed(cfg: &ServerConfig) -> Option<u64> {
     let table = cfg.guard.rate.map_or(0, |r| {
         (r.table_size.clamp(1, 1 << 30).next_power_of_two() as u64) * 8
     });
-    pools.checked_add(table)
+    pools
+        .checked_add(table)?
+        .checked_add(clients::bytes_needed(&cfg.clients, cfg.threads))
 }
 
 /// `MemAvailable` from `/proc/meminfo`, bytes.

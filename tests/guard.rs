@@ -221,7 +221,9 @@ fn one_prefix_one_limit_with_four_reuseport_workers() {
 /// Whatever arrives, no reply mode sends more datagrams or bytes than it got.
 #[test]
 fn amplification_is_at_most_one_in_every_mode() {
-    for mode in [&[][..], &["--sockperf"][..]] {
+    // framed: a third of the datagrams are broadcasts from outside --admin.
+    let framed = ["--protocol", "framed", "--admin", "127.0.0.2"];
+    for mode in [&[][..], &["--sockperf"][..], &framed[..]] {
         let mut args = vec!["--json", "--packet-size", "512"];
         args.extend_from_slice(mode);
         let srv = ServerProc::start(&args);
@@ -240,6 +242,10 @@ fn amplification_is_at_most_one_in_every_mode() {
                 // A well-formed sockperf request header (CLIENT | PONG_REQUEST).
                 d[8..10].copy_from_slice(&3u16.to_be_bytes());
                 d[10..14].copy_from_slice(&(len as u32).to_be_bytes());
+            }
+            if i % 3 == 0 && len >= 16 && mode == framed {
+                use udp_packet_pool::wire::framed::{encode, Type};
+                d = encode(Type::Broadcast, i, &d[16..]);
             }
             c.send_to(&d, srv.addr).unwrap();
             sent += 1;

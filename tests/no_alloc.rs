@@ -23,7 +23,7 @@ use udp_packet_pool::worker::{IoMode, Worker};
 struct Counting;
 
 /// One counter slot per test, so the tests can run in parallel.
-const SLOTS: usize = 12;
+const SLOTS: usize = 13;
 const NOT_COUNTED: usize = usize::MAX;
 static ARMED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
 static WORKER_ALLOCS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
@@ -287,4 +287,17 @@ fn gro_trains_allocate_nothing() {
     assert_worker_allocates_nothing(10, "gro epoll", IoMode::Epoll, Pipeline::echo(), &plain);
     assert_worker_allocates_nothing(11, "gro uring", IoMode::Uring, Pipeline::echo(), &plain);
     TRAINS.with(|t| t.set(false));
+}
+
+#[test]
+fn client_tracking_allocates_nothing() {
+    use std::sync::atomic::AtomicU32;
+    use udp_packet_pool::clients::{Broadcast, ClientDirectory, ClientTrack};
+    // As server::start_with builds them with --protocol framed: tracking
+    // (publishing every 100 ms) and the broadcast stage.
+    let dir = ClientDirectory::new(1, 4096, 60_000_000_000);
+    let admin = vec!["127.0.0.0/8".parse().unwrap()];
+    let b = Broadcast::new(admin, Some(dir.clone()), Arc::new(AtomicU32::new(0)), 2048);
+    let p = Pipeline::echo().with(ClientTrack::new(dir, 0)).with(b);
+    assert_worker_allocates_nothing(12, "client tracking", IoMode::Blocking, p, &plain);
 }

@@ -10,6 +10,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 use signal_hook::iterator::Signals;
+use udp_packet_pool::clients::ClientsConfig;
 use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
@@ -135,6 +136,15 @@ struct Args {
     /// Longest an echo may wait in a worker's send backlog while the socket refuses it (send buffer or device queue full); older ones are dropped oldest first and counted as send_deadline.
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     send_deadline: u64,
+    /// Clients (address and port) each worker tracks: packets, bytes, first and last seen, answered or not, in a table allocated at start (sets of 8; a new client takes the idlest entry of its set). The statistics line shows the active clients, the report the top 10 talkers. 0 turns tracking off.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=16_777_216))]
+    clients: u32,
+    /// A client not seen for this many seconds is no longer active: not counted, not listed, not sent broadcasts.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    client_ttl: u64,
+    /// With --protocol framed: relay broadcast frames (type 0x03) from senders in this network (CIDR or one address; repeat for several) to every active client whose last datagram was answered, as broadcast message frames (type 0x83); the sender gets an echo reply of its frame as the ack. Broadcasts from anyone else get an error reply of their own length. Default: nobody.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    admin: Vec<ipnet::IpNet>,
 }
 
 /// The guards line of the listening message.
@@ -159,6 +169,22 @@ fn guards_summary(g: &GuardConfig) -> String {
     } else {
         ", loop breaker"
     });
+    s
+}
+
+/// The clients part of the listening message.
+fn clients_summary(c: &ClientsConfig) -> String {
+    let mut s = match c.size {
+        0 => "; client tracking off".to_string(),
+        n => format!("; clients {n} per worker, ttl {} s", c.ttl.as_secs()),
+    };
+    if c.framed_broadcast {
+        let nets: Vec<String> = c.admin.iter().map(|n| n.to_string()).collect();
+        s.push_str(&match nets.is_empty() {
+            true => ", broadcasts refused (no --admin)".to_string(),
+            false => format!(", broadcasts from admin {}", nets.join(" ")),
+        });
+    }
     s
 }
 
@@ -247,6 +273,12 @@ fn run() -> u8 {
         },
         send_deadline: Duration::from_millis(args.send_deadline),
         gro: !args.no_gro,
+        clients: ClientsConfig {
+            size: args.clients as usize,
+            ttl: Duration::from_secs(args.client_ttl),
+            admin: args.admin.clone(),
+            framed_broadcast: false, // set below, with the protocol
+        },
         guard: GuardConfig {
             allow_privileged_ports: args.allow_privileged_ports,
             no_loop_breaker: args.no_loop_breaker,
@@ -269,6 +301,14 @@ fn run() -> u8 {
         stderr::line("server: --stamp-stateful needs --protocol stamp");
         return 2;
     }
+    if !args.admin.is_empty() && protocol != Protocol::Framed {
+        stderr::line(
+            "server: --admin needs --protocol framed (broadcasts are framed requests, type 0x03)",
+        );
+        return 2;
+    }
+    let mut cfg = cfg;
+    cfg.clients.framed_broadcast = protocol == Protocol::Framed;
     let sessions = args.stamp_stateful.then(|| {
         std::sync::Arc::new(std::sync::Mutex::new(stamp::Sessions::new(
             stamp::STATEFUL_SESSIONS,
@@ -403,7 +443,7 @@ fn run() -> u8 {
             Protocol::Stamp if args.stamp_stateful => "STAMP stateful reflector",
             Protocol::Stamp => "STAMP stateless reflector",
         },
-        guards_summary(&cfg.guard)
+        guards_summary(&cfg.guard) + &clients_summary(&cfg.clients)
     ));
     let result = handle.join();
     notices_handle.close();
