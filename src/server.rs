@@ -548,14 +548,16 @@ fn check_memory(cfg: &ServerConfig) -> io::Result<Option<String>> {
     Err(io::Error::new(
         io::ErrorKind::OutOfMemory,
         format!(
-            "not enough memory: {} workers x --pool-size {} x (--packet-size {} + {} bytes of bookkeeping){} need {} but {} available; lower --pool-size, --packet-size or --threads",
+            "not enough memory: {} workers x --pool-size {} x (--packet-size {} + {} bytes of bookkeeping){}{} need {} but {} available; lower --pool-size, --packet-size or --threads{}",
             cfg.threads,
             cfg.pool_size,
             cfg.packet_size,
             std::mem::size_of::<crate::packet::PacketMeta>() + 12,
             if cfg.guard.rate.is_some() { " + the rate table" } else { "" },
+            if cfg.clients.size > 0 { " + the client tables" } else { "" },
             need.map_or("more than this machine can address".to_string(), |n| format!("{:.1} MiB", mib(n))),
             avail.map_or("an unknown amount is".to_string(), |a| format!("only {:.1} MiB are", mib(a))),
+            if cfg.clients.size > 0 { " (or --clients)" } else { "" },
         ),
     ))
 }

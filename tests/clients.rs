@@ -143,3 +143,23 @@ fn tracking_off_and_bad_flags() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn top_talkers_in_the_sighup_summary_and_the_text_report() {
+    let mut srv = ServerProc::start(&["--threads", "1"]);
+    let s = client_socket(srv.addr);
+    talk(&srv, &s, 3, 25);
+    let want = format!(
+        "client      {} packets 3 bytes 75 answered 3",
+        s.local_addr().unwrap()
+    );
+    srv.signal(libc::SIGHUP);
+    let line = srv.wait_stderr(|l| l.contains(&want));
+    assert!(line.is_some(), "SIGHUP summary without {want:?}");
+    let out = srv.stop().stdout;
+    assert!(
+        out.contains("clients       1 active within --client-ttl 60 s"),
+        "{out}"
+    );
+    assert!(out.contains(&want), "{out}");
+}
