@@ -55,6 +55,8 @@ pub struct SendBacklog {
     deadline_ns: u64,
     stall: Stall,
     high_water: usize,
+    /// Of the held datagrams, the fan-out sends (`PacketMeta::fan_out`).
+    fan_outs: usize,
 }
 
 impl SendBacklog {
@@ -67,6 +69,7 @@ impl SendBacklog {
             deadline_ns: deadline.as_nanos().min(u64::MAX as u128) as u64,
             stall: Stall::Clear,
             high_water: 0,
+            fan_outs: 0,
         }
     }
 
@@ -109,6 +112,39 @@ impl SendBacklog {
         self.high_water = self.high_water.max(self.queue.len());
     }
 
+    /// Appends a fan-out send (its meta has `fan_out` set): sent and
+    /// counted like an echo, but under `Counters::broadcast`.
+    pub fn push_fan_out(&mut self, slot: Slot) {
+        self.fan_outs += 1;
+        self.push(slot);
+    }
+
+    /// Fan-out sends held (included in [`SendBacklog::len`]).
+    pub fn fan_outs(&self) -> usize {
+        self.fan_outs
+    }
+
+    /// Takes the front datagram off; a fan-out send loses its mark, so its
+    /// buffer comes back to the pool as a plain one.
+    fn pop_front(&mut self, pool: &mut PacketPool) -> Option<(Slot, bool)> {
+        let s = self.queue.pop_front()?;
+        let meta = pool.meta_mut(&s);
+        let fan_out = std::mem::replace(&mut meta.fan_out, false);
+        self.fan_outs -= usize::from(fan_out);
+        Some((s, fan_out))
+    }
+
+    /// Drops the front datagram as `send_deadline`.
+    fn expire_front(&mut self, pool: &mut PacketPool, counters: &mut Counters) {
+        if let Some((s, fan_out)) = self.pop_front(pool) {
+            match fan_out {
+                true => counters.broadcast.send_deadline += 1,
+                false => counters.drop_n(DropReason::SendDeadline, pool.meta(&s).datagrams()),
+            }
+            pool.free(s);
+        }
+    }
+
     /// When the oldest held echo passes its deadline (`CLOCK_REALTIME` ns).
     pub fn next_expiry(&self, pool: &PacketPool) -> Option<u64> {
         let front = self.queue.front()?;
@@ -129,9 +165,7 @@ impl SendBacklog {
             if pool.meta(front).rx_ns.saturating_add(self.deadline_ns) >= now {
                 break;
             }
-            let s = self.queue.pop_front().expect("front exists");
-            counters.drop_n(DropReason::SendDeadline, pool.meta(&s).datagrams());
-            pool.free(s);
+            self.expire_front(pool, counters);
         }
         match self.stall {
             Stall::NoBufs(at) if now < at && !self.queue.is_empty() => return,
@@ -150,8 +184,13 @@ impl SendBacklog {
                     retried = false;
                     let t = io::now_realtime_ns();
                     for _ in 0..m {
-                        let s = self.queue.pop_front().expect("sent from the queue");
+                        let (s, fan_out) = self.pop_front(pool).expect("sent from the queue");
                         let meta = pool.meta(&s);
+                        if fan_out {
+                            counters.broadcast.sent += 1;
+                            pool.free(s);
+                            continue;
+                        }
                         // A GSO train: every segment is an echo.
                         for _ in 0..meta.datagrams() {
                             samples.record(t.saturating_sub(meta.rx_ns));
@@ -192,8 +231,11 @@ impl SendBacklog {
     }
 
     fn give_up_front(&mut self, pool: &mut PacketPool, counters: &mut Counters, e: SendError) {
-        if let Some(s) = self.queue.pop_front() {
-            counters.send_error_n(e, pool.meta(&s).datagrams());
+        if let Some((s, fan_out)) = self.pop_front(pool) {
+            match fan_out {
+                true => counters.broadcast.send_errors += 1,
+                false => counters.send_error_n(e, pool.meta(&s).datagrams()),
+            }
             pool.free(s);
         }
     }
@@ -210,9 +252,8 @@ impl SendBacklog {
     ) {
         self.stall = Stall::Clear;
         self.flush(fd, pool, counters, samples);
-        while let Some(s) = self.queue.pop_front() {
-            counters.drop_n(DropReason::SendDeadline, pool.meta(&s).datagrams());
-            pool.free(s);
+        while !self.queue.is_empty() {
+            self.expire_front(pool, counters);
         }
     }
 }

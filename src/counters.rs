@@ -10,6 +10,7 @@
 
 use parking_lot::Mutex;
 
+use crate::clients::FanOutCounters;
 use crate::io::SendError;
 use crate::pool::PoolStats;
 use crate::process::DropReason;
@@ -129,6 +130,9 @@ pub struct Counters {
     pub kernel_drops: Option<u32>,
     /// The worker's pool.
     pub pool: PoolStats,
+    /// Fan-out sends (broadcasts): not received datagrams, so outside
+    /// [`Counters::unaccounted`], with books of their own.
+    pub broadcast: FanOutCounters,
 }
 
 impl Counters {
@@ -222,6 +226,7 @@ impl Counters {
         self.pool.exhaustion_events += o.pool.exhaustion_events;
         self.pool.total_allocations += o.pool.total_allocations;
         self.pool.bytes += o.pool.bytes;
+        self.broadcast.merge(&o.broadcast);
     }
 }
 

@@ -15,6 +15,7 @@
 pub mod backlog;
 pub mod capture;
 pub mod client;
+pub mod clients;
 pub mod counters;
 pub mod crypto;
 pub mod guard;

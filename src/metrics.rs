@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use hdrhistogram::Histogram;
 
+use crate::clients::{ClientDirectory, ClientsSummary};
 use crate::counters::{Counters, SharedCounters};
 use crate::guard::rate::{RateTable, TopLimited};
 use crate::io::process_cpu_ns;
@@ -44,6 +45,8 @@ pub struct MetricsConfig {
     pub dump_now: Arc<AtomicBool>,
     /// `--capture`'s counters, for the statistics line.
     pub capture: Option<Arc<crate::capture::CaptureCounters>>,
+    /// The workers' client tables (`None`: tracking is off).
+    pub clients: Option<Arc<ClientDirectory>>,
 }
 
 /// A new latency histogram in nanoseconds.
@@ -67,6 +70,8 @@ pub struct Snapshot {
     pub rate_limited_top: Vec<(String, u64)>,
     /// Bytes of the rate limiter's table (0 without `--rate-limit`).
     pub rate_table_bytes: usize,
+    /// Clients seen within `--client-ttl` (`None`: tracking is off).
+    pub clients: Option<ClientsSummary>,
 }
 
 /// Reads the kernel's drop counter of every socket and adds them up.
@@ -97,6 +102,10 @@ fn snapshot(cfg: &MetricsConfig) -> Snapshot {
         rxq_ovfl,
         rate_limited_top: cfg.rate.as_ref().map(|r| r.1.top()).unwrap_or_default(),
         rate_table_bytes: cfg.rate.as_ref().map_or(0, |r| r.0.bytes()),
+        clients: cfg
+            .clients
+            .as_ref()
+            .map(|d| d.summary(crate::io::now_realtime_ns())),
     }
 }
 
@@ -187,8 +196,12 @@ fn stats_line(
             l.p50, l.p99, l.p999, l.max
         )
     };
+    let clients = match &snap.clients {
+        Some(c) => format!(" | clients {}", c.active),
+        None => String::new(),
+    };
     format!(
-        "[{:>7.1}s] rx {:.0}/s {:.2} MB/s | tx {:.0}/s {:.2} MB/s | drops{} | send_err {} recv_err {} | kernel_drops {} | backlog {} hw {} stalls {} | wake {} spurious {} | pool in-use/hw {} exh {} | {}",
+        "[{:>7.1}s] rx {:.0}/s {:.2} MB/s | tx {:.0}/s {:.2} MB/s | drops{} | send_err {} recv_err {} | kernel_drops {} | backlog {} hw {} stalls {} | wake {} spurious {} | pool in-use/hw {} exh {} | {}{}",
         now.duration_since(start).as_secs_f64(),
         rate(t.rx_packets, p.rx_packets),
         rate(t.rx_bytes, p.rx_bytes) / 1e6,
@@ -206,5 +219,6 @@ fn stats_line(
         pools.join(","),
         t.pool.exhaustion_events,
         lat,
+        clients,
     )
 }

@@ -48,6 +48,9 @@ pub struct PacketMeta {
     /// `IPV6_RECVHOPLIMIT`), when the worker asked for it
     /// (`Stage::wants_ttl`) and the kernel said.
     pub ttl: Option<u8>,
+    /// Not a received datagram: an extra send a stage asked for (a
+    /// broadcast's fan-out), counted apart from echoes.
+    pub fan_out: bool,
 }
 
 impl PacketMeta {
@@ -85,6 +88,7 @@ impl Default for PacketMeta {
             dest: None,
             segment: 0,
             ttl: None,
+            fan_out: false,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! [`DropReason`]. New filters (rate limits, allowlists) and reply modes are
 //! new stages; the batching code in `worker` never changes for them.
 
+pub use crate::clients::FanOut;
 use crate::packet::PacketBuffer;
 
 /// Why a received datagram was not echoed.
@@ -127,12 +128,37 @@ pub trait Stage: Send {
     fn wants_ttl(&self) -> bool {
         false
     }
+
+    /// Whether the stage wants to hear the datagram's final verdict
+    /// ([`Stage::done`]; e.g. client tracking records who was answered).
+    fn wants_verdict(&self) -> bool {
+        false
+    }
+
+    /// The final verdict on the datagram this stage last processed (called
+    /// only when [`Stage::wants_verdict`], and only if the stage ran).
+    fn done(&mut self, _verdict: Verdict) {}
+
+    /// Extra datagrams the stage asks the worker to send after the one it
+    /// just processed (a framed broadcast's fan-out), if any are pending.
+    /// The worker sends them and clears the request.
+    fn fan_out(&mut self) -> Option<&mut FanOut> {
+        None
+    }
+
+    /// Called every 100 ms (the worker's flush) and once at exit
+    /// (`wait`): the stage may publish what it keeps to other threads.
+    fn publish(&mut self, _now_ns: u64, _wait: bool) {}
 }
 
 /// The stages a worker runs on every datagram.
 #[derive(Default)]
 pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
+    /// Indices of the stages that want the final verdict.
+    watchers: Vec<usize>,
+    /// Indices of the stages that may ask for a fan-out.
+    fanners: Vec<usize>,
 }
 
 impl Pipeline {
@@ -142,15 +168,44 @@ impl Pipeline {
     }
 
     /// Appends a stage.
-    pub fn with(mut self, stage: impl Stage + 'static) -> Pipeline {
-        self.stages.push(Box::new(stage));
-        self
+    pub fn with(self, stage: impl Stage + 'static) -> Pipeline {
+        self.push(Box::new(stage))
     }
 
     /// Appends every stage of `then`, in order.
-    pub fn then(mut self, then: Pipeline) -> Pipeline {
-        self.stages.extend(then.stages);
+    pub fn then(self, then: Pipeline) -> Pipeline {
+        then.stages.into_iter().fold(self, Pipeline::push)
+    }
+
+    fn push(mut self, mut stage: Box<dyn Stage>) -> Pipeline {
+        let i = self.stages.len();
+        if stage.wants_verdict() {
+            self.watchers.push(i);
+        }
+        if stage.fan_out().is_some() {
+            self.fanners.push(i);
+        }
+        self.stages.push(stage);
         self
+    }
+
+    /// A fan-out some stage asked for while processing the last datagram.
+    #[inline]
+    pub fn fan_out(&mut self) -> Option<&mut FanOut> {
+        for k in 0..self.fanners.len() {
+            let i = self.fanners[k];
+            if self.stages[i].fan_out().is_some_and(|f| f.is_pending()) {
+                return self.stages[i].fan_out();
+            }
+        }
+        None
+    }
+
+    /// Lets every stage publish what it keeps (see [`Stage::publish`]).
+    pub fn publish(&mut self, now_ns: u64, wait: bool) {
+        for stage in &mut self.stages {
+            stage.publish(now_ns, wait);
+        }
     }
 
     /// Whether any stage reads the received TTL / hop limit.
@@ -164,12 +219,19 @@ impl Pipeline {
         if pkt.meta.truncated {
             return Verdict::Drop(DropReason::Truncated);
         }
-        for stage in &mut self.stages {
+        let (mut verdict, mut ran) = (Verdict::Echo, self.stages.len());
+        for (i, stage) in self.stages.iter_mut().enumerate() {
             if let v @ Verdict::Drop(_) = stage.process(pkt) {
-                return v;
+                (verdict, ran) = (v, i + 1);
+                break;
             }
         }
-        Verdict::Echo
+        for &i in &self.watchers {
+            if i < ran {
+                self.stages[i].done(verdict);
+            }
+        }
+        verdict
     }
 }
 

@@ -7,6 +7,7 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::clients::{ClientsSummary, FanOutCounters};
 use crate::counters::{SEND_ERROR_NAMES, SEND_STALL_NAMES};
 use crate::metrics::Snapshot;
 use crate::pool::PoolStats;
@@ -159,6 +160,14 @@ pub struct Report {
     /// `--capture`: records written and datagrams not captured (known at
     /// shutdown only; `None` without `--capture`).
     pub capture: Option<crate::capture::CaptureSummary>,
+    /// Clients seen within `--client-ttl`, with the top talkers (`null`
+    /// with `--clients 0`).
+    pub clients: Option<ClientsSummary>,
+    /// Broadcast fan-out sends: extra datagrams, not received ones, so
+    /// they have their own books (`broadcast_unaccounted`).
+    pub broadcast: FanOutCounters,
+    /// targets - sent - not sent (by reason) - held: zero when reconciled.
+    pub broadcast_unaccounted: i64,
 }
 
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`).
@@ -280,6 +289,9 @@ impl Report {
             stderr_lines_dropped: 0,
             capture: None,
             stderr_problem: None,
+            clients: snap.clients.clone(),
+            broadcast: total.broadcast,
+            broadcast_unaccounted: total.broadcast.unaccounted(),
         }
     }
 
@@ -296,6 +308,36 @@ impl Report {
     /// Send stalls, all kinds.
     pub fn stalled(&self) -> u64 {
         self.send_stalls.values().sum()
+    }
+}
+
+impl Report {
+    /// The clients and broadcast lines of the text report.
+    fn fmt_clients(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(c) = &self.clients {
+            let mut lines = c.lines().into_iter();
+            writeln!(f, "clients       {}", lines.next().unwrap_or_default())?;
+            for l in lines {
+                writeln!(f, "  client      {l}")?;
+            }
+        }
+        let b = &self.broadcast;
+        if b.broadcasts > 0 {
+            writeln!(
+                f,
+                "broadcast     {} relayed to {} clients: sent {}, not sent pool_exhausted={} send_deadline={} send_errors={}, held {}; reconciled {} ({})",
+                b.broadcasts,
+                b.targets,
+                b.sent,
+                b.pool_exhausted,
+                b.send_deadline,
+                b.send_errors,
+                b.held,
+                if self.broadcast_unaccounted == 0 { "yes" } else { "NO" },
+                self.broadcast_unaccounted
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -381,6 +423,7 @@ impl fmt::Display for Report {
             if self.unaccounted == 0 { "yes" } else { "NO" },
             self.unaccounted
         )?;
+        self.fmt_clients(f)?;
         writeln!(
             f,
             "wake-ups      {} ({} spurious: woken, nothing to receive); worker sleeps {} ({:.2} per datagram)",

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::backlog::DEFAULT_SEND_DEADLINE;
 use crate::capture::{self, Capture, CaptureConfig};
+use crate::clients::{self, Broadcast, ClientDirectory, ClientTrack, ClientsConfig};
 use crate::counters::{Counters, SharedCounters};
 use crate::guard::allow::AllowList;
 use crate::guard::dest::DestGuard;
@@ -65,6 +66,8 @@ pub struct ServerConfig {
     pub gro: bool,
     /// Write received datagrams (and echoes) to a pcap file (`--capture`).
     pub capture: Option<CaptureConfig>,
+    /// Client tracking and the framed broadcast (`--clients`, `--admin`).
+    pub clients: ClientsConfig,
 }
 
 /// Bytes per pool buffer with GRO: a whole coalesced train (at most 64 KiB).
@@ -118,6 +121,7 @@ impl Default for ServerConfig {
             guard: GuardConfig::default(),
             gro: true,
             capture: None,
+            clients: ClientsConfig::default(),
         }
     }
 }
@@ -248,6 +252,10 @@ pub fn start_with(
         .as_ref()
         .map(|c| Capture::start(c, cfg.packet_size, local_addr))
         .transpose()?;
+    let tracked = &cfg.clients;
+    let directory = (tracked.size > 0)
+        .then(|| ClientDirectory::new(cfg.threads, tracked.size, tracked.ttl.as_nanos() as u64));
+    let broadcast_seq = Arc::new(std::sync::atomic::AtomicU32::new(0));
     for (id, (sock, sink)) in sockets.into_iter().zip(sinks).enumerate() {
         let counters = Arc::new(SharedCounters::default());
         shared.push(counters.clone());
@@ -257,6 +265,11 @@ pub fn start_with(
                 cfg.guard.allow_privileged_ports,
             ))
             .with(DestGuard);
+        // Every sender past the loop and destination guards is a client,
+        // refused or not (the final verdict says whether it was answered).
+        if let Some(d) = &directory {
+            p = p.with(ClientTrack::new(d.clone(), id));
+        }
         if !cfg.guard.allow.is_empty() {
             p = p.with(AllowList::new(cfg.guard.allow.clone()));
         }
@@ -266,6 +279,11 @@ pub fn start_with(
         // Last of the guards: it must only see datagrams that are answered.
         if !cfg.guard.no_loop_breaker {
             p = p.with(LoopBreaker::new(probes.clone()));
+        }
+        if tracked.framed_broadcast {
+            let (admin, seq) = (tracked.admin.clone(), broadcast_seq.clone());
+            let b = Broadcast::new(admin, directory.clone(), seq, cfg.packet_size);
+            p = p.with(b);
         }
         p = p.then(pipeline(id));
         if let Some(log) = &log {
@@ -356,6 +374,7 @@ pub fn start_with(
         kernel_clock,
         dump_now: dump.clone(),
         capture: capture.as_ref().map(Capture::counters),
+        clients: directory,
     };
     let metrics = thread::Builder::new()
         .name("metrics".into())
@@ -482,7 +501,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Bytes a configuration allocates at start: every worker's pool (slab,
 /// metadata, free list, send-backlog queue; with `--io uring` also each
-/// buffer's headroom and the buffer ring) and the rate table. `None`
+/// buffer's headroom and the buffer ring), the rate table and the client
+/// tables. `None`
 /// when it does not even fit in a `usize`.
 pub fn memory_needed(cfg: &ServerConfig) -> Option<u64> {
     let per_buffer = (cfg.buffer_size() as u64)
@@ -506,7 +526,10 @@ pub fn memory_needed(cfg: &ServerConfig) -> Option<u64> {
         .capture
         .as_ref()
         .map_or(0, |c| c.queue as u64 * cfg.packet_size as u64);
-    pools.checked_add(table)?.checked_add(capture)
+    pools
+        .checked_add(table)?
+        .checked_add(capture)?
+        .checked_add(clients::bytes_needed(&cfg.clients, cfg.threads))
 }
 
 /// `MemAvailable` from `/proc/meminfo`, bytes.
@@ -549,14 +572,16 @@ fn check_memory(cfg: &ServerConfig) -> io::Result<Option<String>> {
     Err(io::Error::new(
         io::ErrorKind::OutOfMemory,
         format!(
-            "not enough memory: {} workers x --pool-size {} x (--packet-size {} + {} bytes of bookkeeping){} need {} but {} available; lower --pool-size, --packet-size or --threads",
+            "not enough memory: {} workers x --pool-size {} x (--packet-size {} + {} bytes of bookkeeping){}{} need {} but {} available; lower --pool-size, --packet-size or --threads{}",
             cfg.threads,
             cfg.pool_size,
             cfg.packet_size,
             std::mem::size_of::<crate::packet::PacketMeta>() + 12,
             if cfg.guard.rate.is_some() { " + the rate table" } else { "" },
+            if cfg.clients.size > 0 { " + the client tables" } else { "" },
             need.map_or("more than this machine can address".to_string(), |n| format!("{:.1} MiB", mib(n))),
             avail.map_or("an unknown amount is".to_string(), |a| format!("only {:.1} MiB are", mib(a))),
+            if cfg.clients.size > 0 { " (or --clients)" } else { "" },
         ),
     ))
 }

@@ -226,7 +226,9 @@ fn amplification_is_at_most_one_in_every_mode() {
     let key = util::psk::KeyFile::new();
     let psk = ["--psk-file", key.arg()];
     let mut nonces = NonceSeq::new(Direction::Request, 7, 0);
-    for mode in [&[][..], &["--sockperf"][..], &psk[..]] {
+    // framed: a third of the datagrams are broadcasts from outside --admin.
+    let framed = ["--protocol", "framed", "--admin", "127.0.0.2"];
+    for mode in [&[][..], &["--sockperf"][..], &psk[..], &framed[..]] {
         let mut args = vec!["--json", "--packet-size", "512"];
         args.extend_from_slice(mode);
         let srv = ServerProc::start(&args);
@@ -249,6 +251,10 @@ fn amplification_is_at_most_one_in_every_mode() {
             if mode == psk && i % 3 == 1 {
                 // A request sealed with the key (the others are noise to it).
                 d = sealed::seal(key.psk.cipher(), &mut nonces, &d);
+            }
+            if i % 3 == 0 && len >= 16 && mode == framed {
+                use udp_packet_pool::wire::framed::{encode, Type};
+                d = encode(Type::Broadcast, i, &d[16..]);
             }
             c.send_to(&d, srv.addr).unwrap();
             sent += 1;

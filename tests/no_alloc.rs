@@ -24,7 +24,7 @@ use udp_packet_pool::worker::{IoMode, Worker};
 struct Counting;
 
 /// One counter slot per test, so the tests can run in parallel.
-const SLOTS: usize = 12;
+const SLOTS: usize = 14;
 const NOT_COUNTED: usize = usize::MAX;
 static ARMED: [AtomicBool; SLOTS] = [const { AtomicBool::new(false) }; SLOTS];
 static WORKER_ALLOCS: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
@@ -320,8 +320,21 @@ fn capture_stages_allocate_nothing() {
     let mut cap = Capture::start(&cfg, 2048, "127.0.0.1:9".parse().unwrap()).unwrap();
     let p = capture::last_stage(capture::first_stage(Some(&cap)), Some(&cap));
     cap.seal();
-    assert_worker_allocates_nothing(8, "capture", IoMode::Blocking, p, &plain);
+    assert_worker_allocates_nothing(13, "capture", IoMode::Blocking, p, &plain);
     let s = cap.finish();
     assert_eq!(s.captured + s.capture_dropped, 2 * 6000, "{s:?}");
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn client_tracking_allocates_nothing() {
+    use std::sync::atomic::AtomicU32;
+    use udp_packet_pool::clients::{Broadcast, ClientDirectory, ClientTrack};
+    // As server::start_with builds them with --protocol framed: tracking
+    // (publishing every 100 ms) and the broadcast stage.
+    let dir = ClientDirectory::new(1, 4096, 60_000_000_000);
+    let admin = vec!["127.0.0.0/8".parse().unwrap()];
+    let b = Broadcast::new(admin, Some(dir.clone()), Arc::new(AtomicU32::new(0)), 2048);
+    let p = Pipeline::echo().with(ClientTrack::new(dir, 0)).with(b);
+    assert_worker_allocates_nothing(12, "client tracking", IoMode::Blocking, p, &plain);
 }

@@ -88,6 +88,12 @@ struct Cli {
     /// 600 key). With --protocol echo only
     #[arg(long, value_name = "FILE")]
     psk_file: Option<std::path::PathBuf>,
+    /// With --protocol framed: instead of probing, send MSG once as a
+    /// broadcast request (type 0x03), which the server relays to its active
+    /// clients if this host is inside its --admin networks; exits 0 when
+    /// the server acknowledged it, 1 when it refused or did not answer
+    #[arg(long, value_name = "MSG", conflicts_with_all = ["message", "size", "json"])]
+    broadcast: Option<String>,
 }
 
 /// What the client speaks (`--protocol`).
@@ -167,6 +173,28 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(msg) = &cli.broadcast {
+        if cli.protocol != ClientProtocol::Framed {
+            Cli::command()
+                .error(
+                    ErrorKind::ArgumentConflict,
+                    "--broadcast needs --protocol framed (a broadcast is a framed request)",
+                )
+                .exit();
+        }
+        let seq = std::process::id();
+        let timeout = Duration::from_millis(cli.timeout);
+        return match client::broadcast(target, msg.as_bytes(), seq, timeout) {
+            Ok(line) => {
+                let _ = writeln!(io::stdout(), "{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                note!("client: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = ClientConfig {
         target,
         payload,

@@ -10,6 +10,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 use signal_hook::iterator::Signals;
+use udp_packet_pool::clients::ClientsConfig;
 use udp_packet_pool::crypto::SealedEchoFactory;
 use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
@@ -148,6 +149,15 @@ struct Args {
     /// With --capture: datagrams that may wait for the writer (each takes --packet-size bytes, allocated at start); more are not captured (capture_dropped).
     #[arg(long, value_name = "N", requires = "capture", default_value_t = udp_packet_pool::capture::DEFAULT_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     capture_queue: u32,
+    /// Clients (address and port) each worker tracks: packets, bytes, first and last seen, answered or not, in a table allocated at start (sets of 8; a new client takes the idlest entry of its set). The statistics line shows the active clients, the report the top 10 talkers. 0 turns tracking off.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=16_777_216))]
+    clients: u32,
+    /// A client not seen for this many seconds is no longer active: not counted, not listed, not sent broadcasts.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    client_ttl: u64,
+    /// With --protocol framed: relay broadcast frames (type 0x03) from senders in this network (CIDR or one address; repeat for several) to every active client whose last datagram was answered, as broadcast message frames (type 0x83); the sender gets an echo reply of its frame as the ack. Broadcasts from anyone else get an error reply of their own length. Default: nobody.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    admin: Vec<ipnet::IpNet>,
 }
 
 /// The guards line of the listening message.
@@ -172,6 +182,22 @@ fn guards_summary(g: &GuardConfig) -> String {
     } else {
         ", loop breaker"
     });
+    s
+}
+
+/// The clients part of the listening message.
+fn clients_summary(c: &ClientsConfig) -> String {
+    let mut s = match c.size {
+        0 => "; client tracking off".to_string(),
+        n => format!("; clients {n} per worker, ttl {} s", c.ttl.as_secs()),
+    };
+    if c.framed_broadcast {
+        let nets: Vec<String> = c.admin.iter().map(|n| n.to_string()).collect();
+        s.push_str(&match nets.is_empty() {
+            true => ", broadcasts refused (no --admin)".to_string(),
+            false => format!(", broadcasts from admin {}", nets.join(" ")),
+        });
+    }
     s
 }
 
@@ -268,6 +294,12 @@ fn run() -> u8 {
                 echoes: args.capture_echoes,
                 queue: args.capture_queue as usize,
             }),
+        clients: ClientsConfig {
+            size: args.clients as usize,
+            ttl: Duration::from_secs(args.client_ttl),
+            admin: args.admin.clone(),
+            framed_broadcast: false, // set below, with the protocol
+        },
         guard: GuardConfig {
             allow_privileged_ports: args.allow_privileged_ports,
             no_loop_breaker: args.no_loop_breaker,
@@ -290,6 +322,14 @@ fn run() -> u8 {
         stderr::line("server: --stamp-stateful needs --protocol stamp");
         return 2;
     }
+    if !args.admin.is_empty() && protocol != Protocol::Framed {
+        stderr::line(
+            "server: --admin needs --protocol framed (broadcasts are framed requests, type 0x03)",
+        );
+        return 2;
+    }
+    let mut cfg = cfg;
+    cfg.clients.framed_broadcast = protocol == Protocol::Framed;
     let sessions = args.stamp_stateful.then(|| {
         std::sync::Arc::new(std::sync::Mutex::new(stamp::Sessions::new(
             stamp::STATEFUL_SESSIONS,
@@ -440,7 +480,7 @@ fn run() -> u8 {
             Protocol::Stamp if args.stamp_stateful => "STAMP stateful reflector",
             Protocol::Stamp => "STAMP stateless reflector",
         },
-        guards_summary(&cfg.guard)
+        guards_summary(&cfg.guard) + &clients_summary(&cfg.clients)
     ));
     let result = handle.join();
     notices_handle.close();

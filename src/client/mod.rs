@@ -50,6 +50,8 @@
 //! port unreachable)` and counted as lost, not treated as a fatal error.
 //! Failure to bind, connect or send is a fatal [`io::Error`].
 
+// --broadcast: one framed broadcast request and its answer.
+mod broadcast;
 // What to probe and where (and the payload limits).
 mod config;
 // --protocol framed: probes as framed echo requests.
@@ -67,6 +69,7 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+pub use broadcast::broadcast;
 pub use config::{resolve, ClientConfig, DEFAULT_MESSAGE, MAX_UDP_PAYLOAD_V4, MAX_UDP_PAYLOAD_V6};
 pub use payload::{classify, first_difference, pattern_payload, Payload, Verdict, SEQ_MARKER_LEN};
 pub use sealing::WRONG_KEY_HINT;

@@ -23,6 +23,7 @@ use crate::backlog::{SendBacklog, Stall, DEFAULT_SEND_DEADLINE};
 use crate::counters::{Counters, SharedCounters};
 use crate::io::uring::{self, Uring};
 
+mod fanout;
 mod train;
 mod uring_loop;
 pub use crate::io::IoMode;
@@ -220,6 +221,7 @@ impl Worker {
         }
         self.samples.flush();
         self.counters.sleeps = io::thread_voluntary_switches();
+        self.pipeline.publish(io::now_realtime_ns(), true);
         self.publish(true);
     }
 
@@ -228,7 +230,8 @@ impl Worker {
         c.pool = self.pool.stats();
         c.kernel_drops = self.rx.kernel_drops;
         c.samples_dropped = self.samples.dropped;
-        c.backlog = self.backlog.len();
+        c.backlog = self.backlog.len() - self.backlog.fan_outs();
+        c.broadcast.held = self.backlog.fan_outs() as u64;
         c.backlog_high_water = self.backlog.high_water();
         if wait {
             self.shared.publish(c);
@@ -288,6 +291,8 @@ impl Worker {
                 self.pool.free(slot);
             }
         }
+        // Extra sends a stage asked for (a broadcast), after its reply.
+        self.fan_out();
     }
 
     fn flush_backlog(&mut self) {
@@ -355,6 +360,7 @@ impl Worker {
             let icmp = &mut self.counters.icmp_errors;
             io::drain_error_queue(self.fd, 64, |e| icmp.count(e));
             self.counters.sleeps = io::thread_voluntary_switches();
+            self.pipeline.publish(now, false);
         }
         self.publish(false);
     }

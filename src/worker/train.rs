@@ -55,6 +55,9 @@ impl Worker {
             }
             off += l;
         }
+        // A broadcast's fan-out (one per train: the stage refuses a second
+        // broadcast while one is pending).
+        self.fan_out();
         if echoed == 0 {
             self.pool.free(slot);
             return;

@@ -70,6 +70,16 @@ impl ServerProc {
         Self::start_cmd(&mut server_cmd(args))
     }
 
+    /// Starts `server --port 0 --bind 127.0.0.1 --stats-interval 0.1 --json
+    /// ARGS...`: statistics lines every 0.1 s to wait for.
+    pub fn start_with_stats(args: &[&str]) -> ServerProc {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["--port", "0", "--bind", "127.0.0.1"])
+            .args(["--stats-interval", "0.1", "--json"])
+            .args(args);
+        Self::start_cmd(&mut cmd)
+    }
+
     /// Starts `server ARGS...` with no defaults added.
     pub fn start_exact(args: &[&str]) -> ServerProc {
         Self::start_cmd(Command::new(server_bin()).args(args))
