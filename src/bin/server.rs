@@ -155,7 +155,7 @@ struct Args {
     /// A client not seen for this many seconds is no longer active: not counted, not listed, not sent broadcasts.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     client_ttl: u64,
-    /// With --protocol framed: relay broadcast frames (type 0x03) from senders in this network (CIDR or one address; repeat for several) to every active client whose last datagram was answered, as broadcast message frames (type 0x83); the sender gets an echo reply of its frame as the ack. Broadcasts from anyone else get an error reply of their own length. Default: nobody.
+    /// With --protocol framed: relay broadcast frames (type 0x03) from senders in this network (CIDR or one address; repeat for several) to every active client whose last datagram was answered, as broadcast message frames (type 0x83); the sender gets an echo reply of its frame as the ack. Broadcasts from anyone else get an error reply of their own length. Not with --io uring. Default: nobody.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     admin: Vec<ipnet::IpNet>,
 }
@@ -325,6 +325,12 @@ fn run() -> u8 {
     if !args.admin.is_empty() && protocol != Protocol::Framed {
         stderr::line(
             "server: --admin needs --protocol framed (broadcasts are framed requests, type 0x03)",
+        );
+        return 2;
+    }
+    if !args.admin.is_empty() && args.io == IoMode::Uring {
+        stderr::line(
+            "server: --admin does not work with --io uring: broadcast copies need free pool buffers, and io_uring lends every free buffer to the kernel; use --io epoll (or blocking, spin)",
         );
         return 2;
     }
