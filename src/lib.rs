@@ -15,6 +15,7 @@
 pub mod backlog;
 pub mod client;
 pub mod counters;
+pub mod export;
 pub mod guard;
 pub mod io;
 pub mod logging;

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     /// Receive GRO trains and echo them as GSO trains (`--gro`, where the
     /// kernel allows).
     pub gro: bool,
+    /// Publish the counters for `--metrics-listen` and the framed stats
+    /// reply (`crate::export`); `None`: nobody reads them.
+    pub publish: Option<Arc<crate::export::Published>>,
 }
 
 /// Bytes per pool buffer with GRO: a whole coalesced train (at most 64 KiB).
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             send_deadline: DEFAULT_SEND_DEADLINE,
             guard: GuardConfig::default(),
             gro: true,
+            publish: None,
         }
     }
 }
@@ -340,6 +344,7 @@ pub fn start_with(
         shared_socket: !cfg.reuseport,
         kernel_clock,
         dump_now: dump.clone(),
+        publish: cfg.publish.clone(),
     };
     let metrics = thread::Builder::new()
         .name("metrics".into())

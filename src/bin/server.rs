@@ -10,6 +10,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::flag;
 use signal_hook::iterator::Signals;
+use udp_packet_pool::export;
 use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
@@ -18,6 +19,7 @@ use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::stderr;
 use udp_packet_pool::udp_mem::UdpMem;
 use udp_packet_pool::wire::framed::FramedReply;
+use udp_packet_pool::wire::framed_stats::FramedStatsReply;
 use udp_packet_pool::wire::stamp::{self, StampReflect};
 use udp_packet_pool::wire::Protocol;
 use udp_packet_pool::worker::IoMode;
@@ -135,6 +137,9 @@ struct Args {
     /// Longest an echo may wait in a worker's send backlog while the socket refuses it (send buffer or device queue full); older ones are dropped oldest first and counted as send_deadline.
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     send_deadline: u64,
+    /// Serve the counters in the Prometheus text format at http://ADDR/metrics (e.g. 127.0.0.1:9100; port 0 lets the OS choose, the "metrics listening on" line says which). Plain HTTP, no authentication: anyone who can reach ADDR reads the counters, so bind to loopback or a management network. Figures are at most 200 ms old.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The guards line of the listening message.
@@ -247,6 +252,7 @@ fn run() -> u8 {
         },
         send_deadline: Duration::from_millis(args.send_deadline),
         gro: !args.no_gro,
+        publish: None,
         guard: GuardConfig {
             allow_privileged_ports: args.allow_privileged_ports,
             no_loop_breaker: args.no_loop_breaker,
@@ -274,10 +280,20 @@ fn run() -> u8 {
             stamp::STATEFUL_SESSIONS,
         )))
     });
+    let (cfg, published, endpoint) = match export::setup(cfg, protocol, args.metrics_listen) {
+        Ok(x) => x,
+        Err(e) => {
+            stderr::line(format_args!("server: cannot start: {e}"));
+            return 1;
+        }
+    };
     let pipeline = move |_| match protocol {
         Protocol::Echo => Pipeline::echo(),
         Protocol::Sockperf => Pipeline::echo().with(SockperfReply),
-        Protocol::Framed => Pipeline::echo().with(FramedReply),
+        Protocol::Framed => match &published {
+            Some(p) => Pipeline::echo().with(FramedStatsReply::new(p.clone())),
+            None => Pipeline::echo().with(FramedReply),
+        },
         Protocol::Stamp => Pipeline::echo().with(match &sessions {
             Some(t) => StampReflect::stateful(t.clone()),
             None => StampReflect::stateless(),
@@ -405,6 +421,9 @@ fn run() -> u8 {
         },
         guards_summary(&cfg.guard)
     ));
+    if let Some(m) = &endpoint {
+        stderr::line(export::endpoint_line(m));
+    }
     let result = handle.join();
     notices_handle.close();
     let _ = notice.join();

@@ -58,6 +58,8 @@ mod framing;
 mod payload;
 // The socket: one probe sent and waited for, ICMP and other errors.
 mod prober;
+// --protocol framed --stats: the server's counters, fetched in fragments.
+pub mod stats;
 // The totals of a run and their text form.
 mod summary;
 

@@ -322,7 +322,7 @@ pub fn encode(ty: Type, seq: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Turns the frame in `buf` (at least [`HEADER_LEN`] bytes, length field
 /// already right) into an error reply of the same length, in place.
-fn error_reply(buf: &mut [u8], code: ErrorCode) -> Verdict {
+pub(crate) fn error_reply(buf: &mut [u8], code: ErrorCode) -> Verdict {
     let mut p = Packet::new_unchecked(buf);
     p.set_type(Type::Error as u8);
     p.set_flags(0);
@@ -341,6 +341,12 @@ fn error_reply(buf: &mut [u8], code: ErrorCode) -> Verdict {
 /// into its reply (same length) and says [`Verdict::Echo`], or leaves it
 /// alone and says why it is dropped. See the module docs for the rules.
 pub fn answer(buf: &mut [u8]) -> Verdict {
+    answer_with(buf, None)
+}
+
+/// Like [`answer`], serving stats requests from `stats` (layout in
+/// [`super::framed_stats`]); without it they get `not implemented`.
+pub fn answer_with(buf: &mut [u8], stats: Option<&crate::export::Published>) -> Verdict {
     let ty = match Packet::new_checked(&*buf) {
         Ok(p) => {
             if p.flags() != 0 || p.status() != 0 || p.reserved() != 0 {
@@ -366,7 +372,11 @@ pub fn answer(buf: &mut [u8]) -> Verdict {
             p.fill_crc();
             Verdict::Echo
         }
-        Type::StatsRequest | Type::Broadcast => error_reply(buf, ErrorCode::NotImplemented),
+        Type::StatsRequest => match stats {
+            Some(s) => super::framed_stats::reply(buf, s),
+            None => error_reply(buf, ErrorCode::NotImplemented),
+        },
+        Type::Broadcast => error_reply(buf, ErrorCode::NotImplemented),
         Type::EchoReply | Type::StatsReply | Type::BroadcastMessage | Type::Error => {
             Verdict::Drop(DropReason::FrameNoReply)
         }

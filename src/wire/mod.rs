@@ -12,6 +12,7 @@
 //!   Session-Reflector stage.
 
 pub mod framed;
+pub mod framed_stats;
 pub mod probe;
 pub mod sockperf;
 pub mod stamp;
