@@ -130,15 +130,24 @@ impl Default for Published {
 }
 
 impl Published {
-    /// An empty slot; the start time is now.
+    /// A slot holding the view of a server that counted nothing yet (so
+    /// a reader never finds it empty); the start time is now.
     pub fn new() -> Published {
         let start_unix_s = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        Published {
+        let p = Published {
             start_unix_s,
             views: RwLock::new(VecDeque::with_capacity(KEPT)),
-        }
+        };
+        let empty = crate::metrics::histogram();
+        let snap = crate::metrics::Snapshot::default();
+        p.publish(
+            Report::build(&snap, &empty, true, 0.0, None, false),
+            &empty,
+            0,
+        );
+        p
     }
 
     /// Publishes a new view (metrics thread).
@@ -259,12 +268,12 @@ mod tests {
     #[test]
     fn views_keep_generations_and_fall_back_to_the_latest() {
         let p = Published::new();
-        assert!(p.latest().is_none());
+        assert_eq!(p.latest().unwrap().generation, 1, "never empty");
         for _ in 0..KEPT + 2 {
             p.publish(report(), &histogram(), 0);
         }
         let last = p.latest().unwrap().generation;
-        assert_eq!(last, KEPT as u32 + 2);
+        assert_eq!(last, KEPT as u32 + 3);
         assert_eq!(p.view(last - 3).unwrap().generation, last - 3);
         assert_eq!(p.view(1).unwrap().generation, last, "evicted: the latest");
         let doc: serde_json::Value = serde_json::from_slice(&p.latest().unwrap().json).unwrap();

@@ -236,9 +236,6 @@ mod tests {
             let e = parse_reply(&buf).unwrap_err();
             assert!(e.contains("bad request"), "{e}");
         }
-        let mut none = request(1, 0, 0, 100);
-        framed::answer_with(&mut none, Some(&Published::new()));
-        assert!(parse_reply(&none).unwrap_err().contains("not implemented"));
         let mut off = request(1, 0, 0, 100);
         framed::answer(&mut off);
         assert!(parse_reply(&off).unwrap_err().contains("not implemented"));
