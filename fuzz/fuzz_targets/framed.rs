@@ -16,8 +16,23 @@ use udp_packet_pool::wire::framed::{self, Packet, Type};
 
 static STATS: OnceLock<Published> = OnceLock::new();
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|input: &[u8]| {
     let stats = STATS.get_or_init(Published::new);
+    // An odd first byte repairs the length field and the CRC of the rest,
+    // so intact frames of every type (stats requests included) are reached,
+    // not only the ones the CRC turns away.
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    let mut owned = rest.to_vec();
+    if mode & 1 == 1 && owned.len() >= framed::HEADER_LEN {
+        if let Ok(len) = u16::try_from(owned.len() - framed::HEADER_LEN) {
+            let mut p = Packet::new_unchecked(&mut owned[..]);
+            p.set_len(len);
+            p.fill_crc();
+        }
+    }
+    let data = &owned[..];
     let mut buf = data.to_vec();
     let request = Packet::new_checked(data).ok();
     match framed::answer_with(&mut buf, Some(stats)) {

@@ -35,11 +35,16 @@
 //!   trusted, not even its sequence number);
 //! - a valid reply (high bit set, known or not): dropped as
 //!   `frame_no_reply`;
+//! - stats request, served with [`answer_with`] (the `server` binary does):
+//!   a stats reply ([`Type::StatsReply`]) exactly as long as the request,
+//!   carrying one fragment of the counters' JSON; the payload layouts are
+//!   in [`super::framed_stats`];
 //! - a valid request the server cannot serve (unknown request type,
-//!   non-zero flags, status or reserved field, stats request and broadcast
-//!   for now): an error reply ([`Type::Error`]) exactly as long as the
-//!   request, same sequence, the [`ErrorCode`] in `status` and its text as
-//!   payload (cut to the request's payload length, zero-padded).
+//!   non-zero flags, status or reserved field, a bad stats request, a stats
+//!   request without [`answer_with`], broadcast for now): an error reply
+//!   ([`Type::Error`]) exactly as long as the request, same sequence, the
+//!   [`ErrorCode`] in `status` and its text as payload (cut to the
+//!   request's payload length, zero-padded).
 
 use super::{u16_at, u32_at};
 use crate::packet::PacketBuffer;
@@ -70,14 +75,15 @@ mod field {
 pub enum Type {
     /// Asks for an [`Type::EchoReply`] with the same sequence and payload.
     EchoRequest = 0x01,
-    /// Asks for the server's counters (not implemented yet: error reply).
+    /// Asks for one fragment of the server's counters (JSON; see
+    /// `framed_stats`).
     StatsRequest = 0x02,
     /// Asks the server to relay the payload to its clients (not
     /// implemented yet: error reply).
     Broadcast = 0x03,
     /// The answer to an echo request.
     EchoReply = 0x81,
-    /// The server's counters as JSON (reserved; not sent yet).
+    /// One fragment of the server's counters as JSON.
     StatsReply = 0x82,
     /// A broadcast relayed to a client (reserved; not sent yet).
     BroadcastMessage = 0x83,
