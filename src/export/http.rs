@@ -54,10 +54,14 @@ impl MetricsServer {
                     if flag.load(Ordering::Relaxed) {
                         break;
                     }
-                    // A failed accept (e.g. EMFILE) or exchange is the client's
-                    // loss only: the next connection is served.
-                    if let Ok(s) = conn {
-                        let _ = serve(s, &published);
+                    // A failed exchange is the client's loss only: the next
+                    // connection is served. A failed accept (e.g. EMFILE)
+                    // is retried a little later, not in a busy loop.
+                    match conn {
+                        Ok(s) => {
+                            let _ = serve(s, &published);
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(50)),
                     }
                 }
             })?;
