@@ -249,6 +249,19 @@ fn a_stalled_client_does_not_stop_the_next_scrape() {
 }
 
 #[test]
+fn a_malformed_address_says_how_to_write_one() {
+    let out = server_cmd(&["--metrics-listen", "localhost"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'localhost'") && err.contains("IP:PORT"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_address_in_use_is_named() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

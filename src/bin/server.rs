@@ -137,8 +137,8 @@ struct Args {
     /// Longest an echo may wait in a worker's send backlog while the socket refuses it (send buffer or device queue full); older ones are dropped oldest first and counted as send_deadline.
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     send_deadline: u64,
-    /// Serve the counters in the Prometheus text format at http://ADDR/metrics (e.g. 127.0.0.1:9100; port 0 lets the OS choose, the "metrics listening on" line says which). Plain HTTP, no authentication: anyone who can reach ADDR reads the counters, so bind to loopback or a management network. Figures are at most 200 ms old.
-    #[arg(long, value_name = "ADDR")]
+    /// Serve the counters in the Prometheus text format at http://ADDR/metrics (e.g. 127.0.0.1:9100; port 0 lets the OS choose, the "metrics endpoint" line after "listening on" says which). Plain HTTP, no authentication: anyone who can reach ADDR reads the counters, so bind to loopback or a management network. Figures are at most 200 ms old.
+    #[arg(long, value_name = "ADDR", value_parser = export::parse_listen)]
     metrics_listen: Option<SocketAddr>,
 }
 

@@ -229,6 +229,13 @@ pub fn setup(
     Ok((cfg, published, endpoint))
 }
 
+/// Parses `--metrics-listen`: an IP address and a TCP port.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("'{s}' is not an address and port: give IP:PORT, e.g. 127.0.0.1:9100 or [::1]:9100 (port 0: the OS chooses)")
+    })
+}
+
 /// The line, right after `listening on`, that names the endpoint's bound
 /// address (already accepting then).
 pub fn endpoint_line(m: &http::MetricsServer) -> String {
@@ -245,6 +252,16 @@ mod tests {
 
     fn report() -> Report {
         Report::build(&Snapshot::default(), &histogram(), true, 1.0, None, false)
+    }
+
+    #[test]
+    fn listen_addresses_parse_or_say_how() {
+        assert_eq!(parse_listen("[::1]:0").unwrap().port(), 0);
+        let e = parse_listen("localhost").unwrap_err();
+        assert!(
+            e.contains("'localhost'") && e.contains("127.0.0.1:9100"),
+            "{e}"
+        );
     }
 
     #[test]
