@@ -18,6 +18,7 @@ pub mod client;
 pub mod clients;
 pub mod counters;
 pub mod crypto;
+pub mod export;
 pub mod guard;
 pub mod io;
 pub mod logging;

@@ -47,6 +47,9 @@ pub struct MetricsConfig {
     pub capture: Option<Arc<crate::capture::CaptureCounters>>,
     /// The workers' client tables (`None`: tracking is off).
     pub clients: Option<Arc<ClientDirectory>>,
+    /// Where to publish a view every `export::PUBLISH_EVERY` (for
+    /// `--metrics-listen` and the framed stats reply), if anyone reads it.
+    pub publish: Option<Arc<crate::export::Published>>,
 }
 
 /// A new latency histogram in nanoseconds.
@@ -118,13 +121,18 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
     let tick = cfg.interval.unwrap_or(Duration::from_millis(200));
     let mut next_tick = start + tick;
     let mut prev = (Snapshot::default(), start);
+    let mut next_publish = start;
     let report = |hist: &Histogram<u64>, cpu: Option<u64>, final_report: bool| {
         let snap = snapshot(&cfg);
         let secs = start.elapsed().as_secs_f64();
         Report::build(&snap, hist, cfg.kernel_clock, secs, cpu, final_report)
     };
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        let due = match cfg.publish {
+            Some(_) => next_tick.min(next_publish),
+            None => next_tick,
+        };
+        let wait = due.saturating_duration_since(Instant::now());
         match source.rx.recv_timeout(wait) {
             Ok(batch) => {
                 for &ns in &batch.samples {
@@ -135,6 +143,18 @@ pub fn run(cfg: MetricsConfig, source: SampleSource) -> Report {
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(p) = cfg
+            .publish
+            .as_ref()
+            .filter(|_| Instant::now() >= next_publish)
+        {
+            next_publish = Instant::now() + crate::export::PUBLISH_EVERY;
+            p.publish(
+                report(&total_hist, None, false),
+                &total_hist,
+                process_cpu_ns(),
+            );
         }
         // Checked after every batch too, so a busy channel cannot starve the ticks.
         if Instant::now() < next_tick {

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub capture: Option<CaptureConfig>,
     /// Client tracking and the framed broadcast (`--clients`, `--admin`).
     pub clients: ClientsConfig,
+    /// Publish the counters for `--metrics-listen` and the framed stats
+    /// reply (`crate::export`); `None`: nobody reads them.
+    pub publish: Option<Arc<crate::export::Published>>,
 }
 
 /// Bytes per pool buffer with GRO: a whole coalesced train (at most 64 KiB).
@@ -122,6 +125,7 @@ impl Default for ServerConfig {
             gro: true,
             capture: None,
             clients: ClientsConfig::default(),
+            publish: None,
         }
     }
 }
@@ -375,6 +379,7 @@ pub fn start_with(
         dump_now: dump.clone(),
         capture: capture.as_ref().map(Capture::counters),
         clients: directory,
+        publish: cfg.publish.clone(),
     };
     let metrics = thread::Builder::new()
         .name("metrics".into())

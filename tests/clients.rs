@@ -133,7 +133,14 @@ fn tracking_off_and_bad_flags() {
             "--admin needs --protocol framed",
         ),
         (
-            &["--protocol", "framed", "--admin", "127.0.0.1", "--io", "uring"][..],
+            &[
+                "--protocol",
+                "framed",
+                "--admin",
+                "127.0.0.1",
+                "--io",
+                "uring",
+            ][..],
             "--admin does not work with --io uring",
         ),
         (

@@ -102,14 +102,14 @@ fn unserved_requests_get_an_error_reply_never_longer() {
         (unknown, 11, ErrorCode::UnknownType),
         (flagged, 12, ErrorCode::BadRequest),
         (
-            framed::encode(Type::StatsRequest, 13, &[0; 40]),
+            framed::encode(Type::StatsRequest, 13, &[0; 5]),
             13,
-            ErrorCode::NotImplemented,
+            ErrorCode::BadRequest,
         ),
         (
             framed::encode(Type::Broadcast, 14, b"hi"),
             14,
-            ErrorCode::NotImplemented,
+            ErrorCode::NotAllowed,
         ),
     ];
     for (req, seq, code) in &cases {

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use udp_packet_pool::wire::framed::{self, Type};
+use udp_packet_pool::wire::framed_stats;
 use udp_packet_pool::wire::sealed::{self, Direction, NonceSeq};
 
 use util::*;
@@ -226,9 +228,19 @@ fn amplification_is_at_most_one_in_every_mode() {
     let key = util::psk::KeyFile::new();
     let psk = ["--psk-file", key.arg()];
     let mut nonces = NonceSeq::new(Direction::Request, 7, 0);
-    // framed: a third of the datagrams are broadcasts from outside --admin.
+    // framed: a third of the datagrams are broadcasts from outside --admin,
+    // a third stats requests.
     let framed = ["--protocol", "framed", "--admin", "127.0.0.2"];
-    for mode in [&[][..], &["--sockperf"][..], &psk[..], &framed[..]] {
+    let stamp = ["--protocol", "stamp"];
+    let stamp_stateful = ["--protocol", "stamp", "--stamp-stateful"];
+    for mode in [
+        &[][..],
+        &["--sockperf"][..],
+        &psk[..],
+        &framed[..],
+        &stamp[..],
+        &stamp_stateful[..],
+    ] {
         let mut args = vec!["--json", "--packet-size", "512"];
         args.extend_from_slice(mode);
         let srv = ServerProc::start(&args);
@@ -253,8 +265,15 @@ fn amplification_is_at_most_one_in_every_mode() {
                 d = sealed::seal(key.psk.cipher(), &mut nonces, &d);
             }
             if i % 3 == 0 && len >= 16 && mode == framed {
-                use udp_packet_pool::wire::framed::{encode, Type};
-                d = encode(Type::Broadcast, i, &d[16..]);
+                d = framed::encode(Type::Broadcast, i, &d[16..]);
+            }
+            if mode == framed && i % 3 == 1 {
+                // A framed stats request for one of the first fragments, of
+                // any length (short ones are refused at their own length).
+                d = match i % 2 {
+                    0 => framed_stats::request(i, (seed % 3) as u16, 0, len),
+                    _ => framed::encode(Type::StatsRequest, i, &d[..len.min(12)]),
+                };
             }
             c.send_to(&d, srv.addr).unwrap();
             sent += 1;

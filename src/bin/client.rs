@@ -94,6 +94,12 @@ struct Cli {
     /// the server acknowledged it, 1 when it refused or did not answer
     #[arg(long, value_name = "MSG", conflicts_with_all = ["message", "size", "json"])]
     broadcast: Option<String>,
+    /// With --protocol framed: instead of probing, fetch the server's
+    /// counters (framed stats requests, one per fragment, each padded to
+    /// 1200 bytes) and print them as JSON on stdout; exit 1 if no complete
+    /// answer comes within --timeout per request (each sent at most twice)
+    #[arg(long)]
+    stats: bool,
 }
 
 /// What the client speaks (`--protocol`).
@@ -131,6 +137,14 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
 
+    if cli.stats && cli.protocol != ClientProtocol::Framed {
+        Cli::command()
+            .error(
+                ErrorKind::MissingRequiredArgument,
+                "--stats asks a framed server for its counters: add --protocol framed",
+            )
+            .exit();
+    }
     let payload = match cli.size {
         Some(n) => Payload::Pattern(n),
         None => Payload::Message(
@@ -194,6 +208,9 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         };
+    }
+    if cli.stats {
+        return print_stats(target, Duration::from_millis(cli.timeout));
     }
     let config = ClientConfig {
         target,
@@ -260,5 +277,28 @@ fn main() -> ExitCode {
             }
         }
         ExitCode::from(1)
+    }
+}
+
+/// `--stats`: fetches the server's stats document and prints it.
+fn print_stats(target: std::net::SocketAddr, timeout: Duration) -> ExitCode {
+    let doc = match client::stats::fetch(target, timeout) {
+        Ok(d) => d,
+        Err(e) => {
+            note!("client: cannot fetch stats from {target}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = io::stdout().lock();
+    match out
+        .write_all(&doc)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            note!("client: cannot write stats: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -12,6 +12,7 @@ use signal_hook::flag;
 use signal_hook::iterator::Signals;
 use udp_packet_pool::clients::ClientsConfig;
 use udp_packet_pool::crypto::SealedEchoFactory;
+use udp_packet_pool::export;
 use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
@@ -20,6 +21,7 @@ use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::stderr;
 use udp_packet_pool::udp_mem::UdpMem;
 use udp_packet_pool::wire::framed::FramedReply;
+use udp_packet_pool::wire::framed_stats::FramedStatsReply;
 use udp_packet_pool::wire::stamp::{self, StampReflect};
 use udp_packet_pool::wire::Protocol;
 use udp_packet_pool::worker::IoMode;
@@ -95,7 +97,7 @@ struct Args {
     /// Turn GRO off: one datagram per buffer of --packet-size bytes.
     #[arg(long, overrides_with = "gro")]
     no_gro: bool,
-    /// What to answer. echo: every datagram back byte-exact (RFC 862). sockperf: like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). framed: the framed protocol with CRC-32C (README, src/wire/framed.rs): echo requests get echo replies; bad frames are dropped as bad_frame, reply frames as frame_no_reply; other requests get an error reply no longer than them. stamp: an RFC 8762 STAMP Session-Reflector, unauthenticated mode (TWAMP-Light compatible): each test packet of at least 44 bytes is answered at its own length with the reflector packet (T2 = kernel receive time, T3 = when the reply is built, sender's TTL); shorter ones are dropped as malformed.
+    /// What to answer. echo: every datagram back byte-exact (RFC 862). sockperf: like a sockperf server (sockperf's ping-pong, under-load and throughput clients can then measure this server): reply only to messages with CLIENT and PONG_REQUEST and without WARMUP, with CLIENT cleared; others are dropped as sockperf_no_reply (or malformed if shorter than 14 bytes). framed: the framed protocol with CRC-32C (README, src/wire/framed.rs): echo requests get echo replies; bad frames are dropped as bad_frame, reply frames as frame_no_reply; stats requests get one fragment of the counters as JSON, as long as the request (client --stats); other requests get an error reply no longer than them. stamp: an RFC 8762 STAMP Session-Reflector, unauthenticated mode (TWAMP-Light compatible): each test packet of at least 44 bytes is answered at its own length with the reflector packet (T2 = kernel receive time, T3 = when the reply is built, sender's TTL); shorter ones are dropped as malformed.
     #[arg(long, value_enum, default_value_t = Protocol::Echo)]
     protocol: Protocol,
     /// Same as --protocol sockperf.
@@ -158,6 +160,9 @@ struct Args {
     /// With --protocol framed: relay broadcast frames (type 0x03) from senders in this network (CIDR or one address; repeat for several) to every active client whose last datagram was answered, as broadcast message frames (type 0x83); the sender gets an echo reply of its frame as the ack. Broadcasts from anyone else get an error reply of their own length. Not with --io uring. Default: nobody.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     admin: Vec<ipnet::IpNet>,
+    /// Serve the counters in the Prometheus text format at http://ADDR/metrics (e.g. 127.0.0.1:9100; port 0 lets the OS choose, the "metrics endpoint" line after "listening on" says which). Plain HTTP, no authentication: anyone who can reach ADDR reads the counters, so bind to loopback or a management network. Figures are at most 200 ms old.
+    #[arg(long, value_name = "ADDR", value_parser = export::parse_listen)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// The guards line of the listening message.
@@ -300,6 +305,7 @@ fn run() -> u8 {
             admin: args.admin.clone(),
             framed_broadcast: false, // set below, with the protocol
         },
+        publish: None,
         guard: GuardConfig {
             allow_privileged_ports: args.allow_privileged_ports,
             no_loop_breaker: args.no_loop_breaker,
@@ -353,13 +359,23 @@ fn run() -> u8 {
         f => f.and_then(Result::ok),
     };
     let psk = sealed.is_some();
+    let (cfg, published, endpoint) = match export::setup(cfg, protocol, args.metrics_listen) {
+        Ok(x) => x,
+        Err(e) => {
+            stderr::line(format_args!("server: cannot start: {e}"));
+            return 1;
+        }
+    };
     let pipeline = move |worker| match protocol {
         Protocol::Echo => match &sealed {
             Some(f) => Pipeline::echo().with(f.stage(worker)),
             None => Pipeline::echo(),
         },
         Protocol::Sockperf => Pipeline::echo().with(SockperfReply),
-        Protocol::Framed => Pipeline::echo().with(FramedReply),
+        Protocol::Framed => match &published {
+            Some(p) => Pipeline::echo().with(FramedStatsReply::new(p.clone())),
+            None => Pipeline::echo().with(FramedReply),
+        },
         Protocol::Stamp => Pipeline::echo().with(match &sessions {
             Some(t) => StampReflect::stateful(t.clone()),
             None => StampReflect::stateless(),
@@ -488,6 +504,9 @@ fn run() -> u8 {
         },
         guards_summary(&cfg.guard) + &clients_summary(&cfg.clients)
     ));
+    if let Some(m) = &endpoint {
+        stderr::line(export::endpoint_line(m));
+    }
     let result = handle.join();
     notices_handle.close();
     let _ = notice.join();

@@ -44,6 +44,7 @@ pub(super) fn describe(got: &[u8], expected_seq: u32) -> Option<String> {
                 ErrorCode::UnknownType,
                 ErrorCode::NotImplemented,
                 ErrorCode::BadRequest,
+                ErrorCode::NotAllowed,
             ]
             .into_iter()
             .find(|c| *c as u8 == p.status())

@@ -62,6 +62,8 @@ mod payload;
 mod prober;
 // --psk-file: probes sealed with ChaCha20-Poly1305, replies opened.
 mod sealing;
+// --protocol framed --stats: the server's counters, fetched in fragments.
+pub mod stats;
 // The totals of a run and their text form.
 mod summary;
 

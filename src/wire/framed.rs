@@ -35,11 +35,17 @@
 //!   trusted, not even its sequence number);
 //! - a valid reply (high bit set, known or not): dropped as
 //!   `frame_no_reply`;
+//! - stats request, served with [`answer_with`] (the `server` binary does):
+//!   a stats reply ([`Type::StatsReply`]) exactly as long as the request,
+//!   carrying one fragment of the counters' JSON; the payload layouts are
+//!   in [`super::framed_stats`];
 //! - a valid request the server cannot serve (unknown request type,
-//!   non-zero flags, status or reserved field, stats request and broadcast
-//!   for now): an error reply ([`Type::Error`]) exactly as long as the
-//!   request, same sequence, the [`ErrorCode`] in `status` and its text as
-//!   payload (cut to the request's payload length, zero-padded).
+//!   non-zero flags, status or reserved field, a bad stats request, a stats
+//!   request without [`answer_with`], a broadcast that reaches this stage,
+//!   i.e. one not from `--admin`: see `crate::clients::broadcast`): an error reply
+//!   ([`Type::Error`]) exactly as long as the request, same sequence, the
+//!   [`ErrorCode`] in `status` and its text as payload (cut to the
+//!   request's payload length, zero-padded).
 
 use super::{u16_at, u32_at};
 use crate::packet::PacketBuffer;
@@ -70,16 +76,17 @@ mod field {
 pub enum Type {
     /// Asks for an [`Type::EchoReply`] with the same sequence and payload.
     EchoRequest = 0x01,
-    /// Asks for the server's counters (not implemented yet: error reply).
+    /// Asks for one fragment of the server's counters (JSON; see
+    /// `framed_stats`).
     StatsRequest = 0x02,
     /// Asks the server to relay the payload to its clients (not
     /// implemented yet: error reply).
     Broadcast = 0x03,
     /// The answer to an echo request.
     EchoReply = 0x81,
-    /// The server's counters as JSON (reserved; not sent yet).
+    /// One fragment of the server's counters as JSON.
     StatsReply = 0x82,
-    /// A broadcast relayed to a client (reserved; not sent yet).
+    /// A broadcast relayed to a client (`--admin`, `crate::clients`).
     BroadcastMessage = 0x83,
     /// A request the server could not serve; `status` says why.
     Error = 0xFF,
@@ -116,6 +123,9 @@ pub enum ErrorCode {
     NotImplemented = 2,
     /// Non-zero flags, status or reserved field in a request.
     BadRequest = 3,
+    /// A request this sender may not make (a broadcast from outside
+    /// `--admin`).
+    NotAllowed = 4,
 }
 
 impl ErrorCode {
@@ -125,6 +135,7 @@ impl ErrorCode {
             ErrorCode::UnknownType => "unknown type",
             ErrorCode::NotImplemented => "not implemented",
             ErrorCode::BadRequest => "bad request",
+            ErrorCode::NotAllowed => "not allowed",
         }
     }
 }
@@ -322,7 +333,7 @@ pub fn encode(ty: Type, seq: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Turns the frame in `buf` (at least [`HEADER_LEN`] bytes, length field
 /// already right) into an error reply of the same length, in place.
-fn error_reply(buf: &mut [u8], code: ErrorCode) -> Verdict {
+pub(crate) fn error_reply(buf: &mut [u8], code: ErrorCode) -> Verdict {
     let mut p = Packet::new_unchecked(buf);
     p.set_type(Type::Error as u8);
     p.set_flags(0);
@@ -341,6 +352,12 @@ fn error_reply(buf: &mut [u8], code: ErrorCode) -> Verdict {
 /// into its reply (same length) and says [`Verdict::Echo`], or leaves it
 /// alone and says why it is dropped. See the module docs for the rules.
 pub fn answer(buf: &mut [u8]) -> Verdict {
+    answer_with(buf, None)
+}
+
+/// Like [`answer`], serving stats requests from `stats` (layout in
+/// [`super::framed_stats`]); without it they get `not implemented`.
+pub fn answer_with(buf: &mut [u8], stats: Option<&crate::export::Published>) -> Verdict {
     let ty = match Packet::new_checked(&*buf) {
         Ok(p) => {
             if p.flags() != 0 || p.status() != 0 || p.reserved() != 0 {
@@ -366,7 +383,13 @@ pub fn answer(buf: &mut [u8]) -> Verdict {
             p.fill_crc();
             Verdict::Echo
         }
-        Type::StatsRequest | Type::Broadcast => error_reply(buf, ErrorCode::NotImplemented),
+        Type::StatsRequest => match stats {
+            Some(s) => super::framed_stats::reply(buf, s),
+            None => error_reply(buf, ErrorCode::NotImplemented),
+        },
+        // Broadcasts from `--admin` were turned into echo requests by the
+        // broadcast stage before this one; anyone else's arrive here.
+        Type::Broadcast => error_reply(buf, ErrorCode::NotAllowed),
         Type::EchoReply | Type::StatsReply | Type::BroadcastMessage | Type::Error => {
             Verdict::Drop(DropReason::FrameNoReply)
         }
@@ -523,7 +546,7 @@ mod tests {
         let mut f = encode(Type::Broadcast, 4, b"hi");
         assert_eq!(
             error_of(&mut f),
-            (ErrorCode::NotImplemented as u8, b"no".to_vec())
+            (ErrorCode::NotAllowed as u8, b"no".to_vec())
         );
 
         let mut f = encode(Type::EchoRequest, 5, b"");

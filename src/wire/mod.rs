@@ -15,6 +15,7 @@
 //!   replies (here so that fuzzing reaches them).
 
 pub mod framed;
+pub mod framed_stats;
 pub mod probe;
 pub mod reply_check;
 pub mod sealed;
