@@ -148,7 +148,16 @@ fn a_scrape_counts_every_datagram_and_its_latency() {
     let s = loop {
         let s = scrape(metrics);
         let count = value(&s, &format!("{P}latency_seconds_count"), &[]);
-        if value(&s, &format!("{P}echoed_datagrams_total"), &[]) == N as f64 && count == N as f64 {
+        // The one client, once the workers published their tables (100 ms;
+        // the view before the first publication has no client figures).
+        let clients = s
+            .samples
+            .iter()
+            .find(|x| x.metric == format!("{P}clients_active"));
+        if value(&s, &format!("{P}echoed_datagrams_total"), &[]) == N as f64
+            && count == N as f64
+            && clients.is_some_and(|c| matches!(c.value, Value::Gauge(v) if v == 1.0))
+        {
             break s;
         }
         assert!(Instant::now() < deadline, "never saw {N} echoes");
@@ -184,6 +193,10 @@ fn a_scrape_counts_every_datagram_and_its_latency() {
         0.0
     );
     assert_eq!(value(&s, &format!("{P}kernel_drops_total"), &[]), 0.0);
+    for why in ["idle", "full"] {
+        let evicted = value(&s, &format!("{P}clients_evicted_total"), &[("reason", why)]);
+        assert_eq!(evicted, 0.0, "{why}");
+    }
     let hist = s
         .samples
         .iter()

@@ -185,7 +185,23 @@ impl Collector for View {
             "worker",
             per(&|s| s.capacity.saturating_sub(s.in_use)),
         )?;
-        // Client tracking: a `clients` gauge (peers seen recently) goes here.
+        // Client tracking (absent with --clients 0).
+        if let Some(c) = &r.clients {
+            gauge(
+                e,
+                &p("clients_active"),
+                "Distinct clients (address and port) seen within --client-ttl, as the workers last published them.",
+                c.active as f64,
+            )?;
+            family(
+                e,
+                &p("clients_evicted"),
+                "Client table entries taken over: from clients idle past --client-ttl, or from live ones because a set was full.",
+                ctr,
+                "reason",
+                vec![("idle", c.evicted_idle), ("full", c.evicted_full)],
+            )?;
+        }
         let l = &v.latency;
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_S
             .iter()
