@@ -6,232 +6,10 @@
 mod util;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use yaml_rust2::{Yaml, YamlLoader};
-
-/// Flags the manifests use that this tree's binaries do not have yet, each
-/// provided by another branch. An entry only excuses its flag while the flag
-/// is missing from `--help`: once it arrives the test fails on the stale
-/// entry, so the merger deletes it.
-const PENDING_FLAGS: &[(&str, &str, &str)] = &[(
-    "loadgen",
-    "--shard",
-    "pending: provided by the shard branch",
-)];
-
-/// Our binaries, by the name a manifest calls them (any directory).
-const BINS: &[&str] = &["server", "client", "loadgen"];
-
-/// The image built from the Containerfile: ENTRYPOINT /usr/local/bin/server.
-const IMAGE: &str = "udp-packet-pool:";
-
-struct Doc {
-    file: String,
-    yaml: Yaml,
-}
-
-impl Doc {
-    fn kind(&self) -> &str {
-        self.yaml["kind"].as_str().unwrap_or("?")
-    }
-    fn name(&self) -> &str {
-        self.yaml["metadata"]["name"].as_str().unwrap_or("?")
-    }
-    /// `FILE: Kind/name`, for messages.
-    fn at(&self) -> String {
-        format!("{}: {}/{}", self.file, self.kind(), self.name())
-    }
-    /// The pod spec of a workload (or of a Pod); None for other kinds.
-    fn pod_spec(&self) -> Option<&Yaml> {
-        match self.kind() {
-            "Pod" => Some(&self.yaml["spec"]),
-            "Deployment" | "DaemonSet" | "StatefulSet" | "Job" => {
-                Some(&self.yaml["spec"]["template"]["spec"])
-            }
-            "CronJob" => Some(&self.yaml["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
-            _ => None,
-        }
-    }
-    fn containers(&self) -> Vec<&Yaml> {
-        let Some(spec) = self.pod_spec() else {
-            return Vec::new();
-        };
-        let mut all = Vec::new();
-        for key in ["initContainers", "containers"] {
-            all.extend(spec[key].as_vec().into_iter().flatten());
-        }
-        all
-    }
-}
-
-fn k8s_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/k8s")
-}
-
-/// Every YAML document of contrib/k8s/*.yaml (sorted by file).
-fn manifests() -> Vec<Doc> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(k8s_dir())
-        .expect("contrib/k8s exists")
-        .map(|e| e.unwrap().path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 5, "contrib/k8s has only {files:?}");
-    let mut docs = Vec::new();
-    for path in files {
-        let file = format!(
-            "contrib/k8s/{}",
-            path.file_name().unwrap().to_string_lossy()
-        );
-        let text = std::fs::read_to_string(&path).unwrap();
-        let parsed = YamlLoader::load_from_str(&text)
-            .unwrap_or_else(|e| panic!("{file}: not valid YAML: {e}"));
-        assert!(!parsed.is_empty(), "{file}: no YAML document");
-        for (i, yaml) in parsed.into_iter().enumerate() {
-            assert!(
-                yaml.as_hash().is_some(),
-                "{file}: document {i} is not a mapping"
-            );
-            docs.push(Doc {
-                file: file.clone(),
-                yaml,
-            });
-        }
-    }
-    docs
-}
-
-/// A YAML list of scalars as strings (numbers too: `- "8888"` or `- 8888`).
-fn strings(y: &Yaml, what: &str) -> Vec<String> {
-    match y {
-        Yaml::BadValue | Yaml::Null => Vec::new(),
-        Yaml::Array(items) => items
-            .iter()
-            .map(|s| match s {
-                Yaml::String(s) => s.clone(),
-                Yaml::Integer(i) => i.to_string(),
-                Yaml::Real(r) => r.clone(),
-                other => panic!("{what}: not a scalar: {other:?}"),
-            })
-            .collect(),
-        other => panic!("{what}: not a list: {other:?}"),
-    }
-}
-
-/// One run of one of our binaries: `bin` is "server", "client", "loadgen"
-/// or "loadgen merge"; `tokens` are the words after it.
-#[derive(Debug)]
-struct Invocation {
-    bin: String,
-    tokens: Vec<String>,
-}
-
-fn basename(word: &str) -> &str {
-    word.rsplit('/').next().unwrap_or(word)
-}
-
-/// The runs of our binaries in one argv: directly, or inside an `sh -c`
-/// script (split on whitespace, commands split at `;`, `&&`, `||`, `|`).
-fn invocations(argv: &[String]) -> Vec<Invocation> {
-    let words: Vec<String> = match argv {
-        [sh, c, script, ..] if matches!(basename(sh), "sh" | "bash") && c == "-c" => {
-            script.split_whitespace().map(str::to_string).collect()
-        }
-        _ => argv.to_vec(),
-    };
-    let mut runs = Vec::new();
-    for command in words.split(|w| matches!(w.as_str(), ";" | "&&" | "||" | "|")) {
-        let Some(at) = command.iter().position(|w| BINS.contains(&basename(w))) else {
-            continue;
-        };
-        let mut bin = basename(&command[at]).to_string();
-        let mut rest = &command[at + 1..];
-        if bin == "loadgen" && rest.first().map(String::as_str) == Some("merge") {
-            bin = "loadgen merge".into();
-            rest = &rest[1..];
-        }
-        runs.push(Invocation {
-            bin,
-            tokens: rest.to_vec(),
-        });
-    }
-    runs
-}
-
-/// Every run a container makes: its command and args (no command: the
-/// image's ENTRYPOINT, `server`) and its exec probes. Keyed by a label for
-/// messages (`FILE: Kind/name container C`).
-fn container_runs(doc: &Doc, c: &Yaml) -> (String, Vec<Invocation>) {
-    let name = c["name"].as_str().unwrap_or("?");
-    let at = format!("{} container {name}", doc.at());
-    let command = strings(&c["command"], &at);
-    let args = strings(&c["args"], &at);
-    let mut runs = if command.is_empty() {
-        let image = c["image"].as_str().unwrap_or("");
-        assert!(
-            image.starts_with(IMAGE),
-            "{at}: no command and image {image:?} is not ours: whose ENTRYPOINT?"
-        );
-        vec![Invocation {
-            bin: "server".into(),
-            tokens: args,
-        }]
-    } else {
-        let argv: Vec<String> = command.into_iter().chain(args).collect();
-        invocations(&argv)
-    };
-    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        let exec = strings(&c[probe]["exec"]["command"], &at);
-        runs.extend(invocations(&exec));
-    }
-    (at, runs)
-}
-
-/// The flags among `tokens`: `--name` (value after `=` stripped) and `-x`.
-fn flags(tokens: &[String]) -> Vec<String> {
-    tokens
-        .iter()
-        .filter_map(|t| {
-            if t.starts_with("--") && t.len() > 2 {
-                Some(t.split('=').next().unwrap().to_string())
-            } else if t.len() == 2 && t.starts_with('-') && t.as_bytes()[1].is_ascii_alphabetic() {
-                Some(t.clone())
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-/// `BIN --help` (or `loadgen merge --help`), from the binaries this build made.
-fn help_of(bin: &str) -> String {
-    let (exe, pre): (&str, &[&str]) = match bin {
-        "server" => (util::server_bin(), &[]),
-        "client" => (env!("CARGO_BIN_EXE_client"), &[]),
-        "loadgen" => (env!("CARGO_BIN_EXE_loadgen"), &[]),
-        "loadgen merge" => (env!("CARGO_BIN_EXE_loadgen"), &["merge"]),
-        other => panic!("no binary {other}"),
-    };
-    let out = Command::new(exe).args(pre).arg("--help").output().unwrap();
-    assert!(out.status.success(), "{bin} --help failed: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Whether `help` defines `flag`: a line of its option list that starts
-/// with it (`--hlog <FILE>`, `-c, --count <N>`, `--json`), not a mention in
-/// another option's text, nor a longer flag (`--hlog-interval`).
-fn in_help(help: &str, flag: &str) -> bool {
-    help.lines().any(|line| {
-        let line = line.trim_start();
-        let names = line.split("  ").next().unwrap_or("");
-        names
-            .split([',', ' ', '='])
-            .take_while(|w| w.is_empty() || w.starts_with('-'))
-            .any(|w| w == flag)
-    })
-}
+use util::k8s::{
+    container_runs, flags, help_of, in_help, manifests, of_kind, pending, strings, Doc, IMAGE,
+};
 
 #[test]
 fn every_document_is_a_kubernetes_object_with_containers_of_our_image() {
@@ -320,16 +98,14 @@ fn every_flag_given_to_our_binaries_is_in_their_help() {
                 for flag in flags(&run.tokens) {
                     *checked.entry(run.bin.clone()).or_default() += 1;
                     let known = in_help(help, &flag);
-                    let pending = PENDING_FLAGS
-                        .iter()
-                        .find(|(b, f, _)| *b == run.bin && *f == flag);
-                    match (known, pending) {
+                    let excuse = pending(&run.bin, &flag);
+                    match (known, excuse) {
                         (true, None) => {}
                         (true, Some(_)) => failures.push(format!(
                             "{at}: `{} {flag}` is in --help now: delete its PENDING_FLAGS entry",
                             run.bin
                         )),
-                        (false, Some((_, _, why))) => pending_used.push(format!("{flag} ({why})")),
+                        (false, Some(why)) => pending_used.push(format!("{flag} ({why})")),
                         (false, None) => failures.push(format!(
                             "{at}: `{}` has no flag {flag} (not in `{} --help`)",
                             run.bin, run.bin
@@ -350,11 +126,6 @@ fn every_flag_given_to_our_binaries_is_in_their_help() {
             "no flag of {bin} checked: {checked:?}"
         );
     }
-}
-
-/// The documents of one kind.
-fn of_kind<'a>(docs: &'a [Doc], kind: &str) -> Vec<&'a Doc> {
-    docs.iter().filter(|d| d.kind() == kind).collect()
 }
 
 #[test]
