@@ -7,16 +7,15 @@
 
 mod util;
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use util::k8s::{
     command_of, container_runs, help_of, in_help, invocations, manifests, of_kind, pending,
-    strings, Doc, Invocation,
+    strings, Doc,
 };
 use util::{assert_loadgen_consistent, wait_bounded, ServerProc, GUARD, LOADGEN_GUARD};
 
@@ -157,51 +156,52 @@ fn server_workloads_start_with_their_args_and_pass_their_own_probes() {
     assert!(started.len() >= 2, "server workloads run: {started:?}");
 }
 
-/// The loadgen run in the Job `job` (with the container's label).
-fn loadgen_run(job: &Doc, bin: &str) -> (String, Invocation) {
-    let (at, runs) = container_runs(job, job.containers()[0]);
-    let run = runs.into_iter().find(|r| r.bin == bin);
-    (
-        at.clone(),
-        run.unwrap_or_else(|| panic!("{at}: runs no {bin}")),
-    )
-}
-
-/// Splits `a b > FILE` into the args and FILE.
-fn redirected(tokens: &[String], at: &str) -> (Vec<String>, PathBuf) {
-    let i = tokens.iter().position(|t| t == ">");
-    let i = i.unwrap_or_else(|| panic!("{at}: stdout goes to no file"));
-    (tokens[..i].to_vec(), PathBuf::from(&tokens[i + 1]))
-}
-
-/// `/out/...` of the manifests moved into `dir`; a `*` pattern expanded
-/// there the way `sh` would (sorted).
-fn in_dir(tokens: &[String], dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for t in tokens {
-        let Some(rest) = t.strip_prefix("/out/") else {
-            out.push(t.clone());
-            continue;
-        };
-        let Some((pre, post)) = rest.split_once('*') else {
-            out.push(dir.join(rest).display().to_string());
-            continue;
-        };
-        let mut hits: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(pre) && n.ends_with(post))
-            .map(|n| dir.join(n).display().to_string())
-            .collect();
-        hits.sort();
-        assert!(
-            !hits.is_empty(),
-            "{t}: matches nothing in {}",
-            dir.display()
-        );
-        out.extend(hits);
+/// The words of the `sh -c` script of a Job's first container.
+fn script_of(job: &Doc) -> (String, Vec<String>) {
+    let c = job.containers()[0];
+    let (at, _) = container_runs(job, c);
+    let argv: Vec<String> = strings(&c["command"], &at)
+        .into_iter()
+        .chain(strings(&c["args"], &at))
+        .collect();
+    match &argv[..] {
+        [sh, dash_c, script] if sh.ends_with("/sh") && dash_c == "-c" => {
+            (at, script.split_whitespace().map(String::from).collect())
+        }
+        _ => panic!("{at}: not `sh -c SCRIPT`: {argv:?}"),
     }
-    out
+}
+
+/// `sh -c` with `words` as the pod runs them: `$(JOB_COMPLETION_INDEX)`
+/// expanded (as Kubernetes does), /usr/local/bin/ our build's binaries,
+/// /out/ in `dir`.
+fn sh(words: &[String], index: &str, dir: &Path) -> Command {
+    let bins = Path::new(env!("CARGO_BIN_EXE_loadgen")).parent().unwrap();
+    let script: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let w = w.replace("$(JOB_COMPLETION_INDEX)", index);
+            let w = match w.strip_prefix("/usr/local/bin/") {
+                Some(b) => bins.join(b).display().to_string(),
+                None => w,
+            };
+            match w.strip_prefix("/out/") {
+                Some(rest) => dir.join(rest).display().to_string(),
+                None => w,
+            }
+        })
+        .collect();
+    eprintln!("sh -c '{}'", script.join(" "));
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script.join(" "));
+    cmd
+}
+
+/// The file `words` redirect stdout to (`> FILE`).
+fn redirect_target(words: &[String], at: &str) -> String {
+    let i = words.iter().position(|t| t == ">");
+    let i = i.unwrap_or_else(|| panic!("{at}: stdout goes to no file"));
+    words[i + 1].clone()
 }
 
 #[test]
@@ -213,13 +213,13 @@ fn every_loadgen_shard_runs_as_its_job_says_and_the_merge_job_merges_them() {
         .find(|j| j.yaml["spec"]["completionMode"].as_str() == Some("Indexed"))
         .expect("the Indexed loadgen Job");
     let n = job.yaml["spec"]["completions"].as_i64().unwrap();
-    let (at, run) = loadgen_run(job, "loadgen");
+    let (at, words) = script_of(job);
     let dir = std::env::temp_dir().join(format!("k8s-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let srv = ServerProc::start(&["--threads", "2", "--reuseport"]);
     // Loopback and a light load: the command's shape is under test, not speed.
-    let tokens = with_values(
-        &run.tokens,
+    let mut words = with_values(
+        &words,
         &[
             ("--target", &srv.addr.to_string()),
             ("--rate", "3000"),
@@ -229,46 +229,33 @@ fn every_loadgen_shard_runs_as_its_job_says_and_the_merge_job_merges_them() {
     );
     let shard_pending =
         !in_help(&help_of("loadgen"), "--shard") && pending("loadgen", "--shard").is_some();
+    if shard_pending {
+        // Until the shard branch lands each index runs the whole schedule.
+        let s = words.iter().position(|t| t == "--shard").unwrap();
+        words.drain(s..s + 2);
+    }
+    let report = redirect_target(&words, &at);
+    let hlog = value_of(&words, "--hlog").expect("--hlog");
     let mut children = Vec::new();
     for i in 0..n {
         let index = i.to_string();
-        let mut mine: Vec<String> = tokens
-            .iter()
-            .map(|t| t.replace("$(JOB_COMPLETION_INDEX)", &index))
-            .collect();
-        if shard_pending {
-            // Until the shard branch lands each index runs the whole schedule.
-            let s = mine.iter().position(|t| t == "--shard").unwrap();
-            mine.drain(s..s + 2);
-        }
-        let (args, out) = redirected(&in_dir(&mine, &dir), &at);
-        eprintln!("{at}: loadgen {}", args.join(" "));
-        let file = File::create(&out).unwrap();
-        let child = command_of("loadgen")
-            .args(&args)
-            .stdout(file)
-            .spawn()
-            .unwrap();
-        children.push((out, child));
+        let child = sh(&words, &index, &dir).spawn().unwrap();
+        children.push((index, child));
     }
-    for (out, mut child) in children {
+    for (index, mut child) in children {
         let st = wait_bounded(&mut child, LOADGEN_GUARD);
-        assert!(
-            st.success(),
-            "{at}: loadgen for {} exited {st}",
-            out.display()
-        );
-        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap())
+        assert!(st.success(), "{at}: index {index} exited {st}");
+        let in_dir = |f: &str| {
+            let f = f.replace("$(JOB_COMPLETION_INDEX)", &index);
+            dir.join(f.strip_prefix("/out/").expect("a file in /out"))
+        };
+        let out = in_dir(&report);
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap())
             .unwrap_or_else(|e| panic!("{}: not JSON: {e}", out.display()));
-        assert_loadgen_consistent(&report);
-        let hlog = out.with_extension("hlog");
-        assert!(
-            std::fs::metadata(&hlog)
-                .map(|m| m.len() > 0)
-                .unwrap_or(false),
-            "{} empty",
-            hlog.display()
-        );
+        assert_loadgen_consistent(&json);
+        let hlog = in_dir(&hlog);
+        let len = std::fs::metadata(&hlog).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{}: empty or missing", hlog.display());
     }
     drop(srv);
 
@@ -276,28 +263,33 @@ fn every_loadgen_shard_runs_as_its_job_says_and_the_merge_job_merges_them() {
         .iter()
         .find(|j| j.name() == "loadgen-merge")
         .expect("Job loadgen-merge");
-    let (mat, merge) = loadgen_run(merge_job, "loadgen merge");
-    let (mut args, out) = redirected(&in_dir(&merge.tokens, &dir), &mat);
+    let (mat, mut words) = script_of(merge_job);
+    let merged = redirect_target(&words, &mat);
     if shard_pending {
-        // This tree's merge reads interval logs only: JSON reports come with the shard branch.
-        args.retain(|a| !a.ends_with(".json"));
+        // This tree's merge reads interval logs only: JSON reports come with
+        // the shard branch. The redirect target stays.
+        words.retain(|w| !w.ends_with(".json") || *w == merged);
     }
-    let res = command_of("loadgen merge")
-        .args(&args)
-        .stdout(Stdio::piped())
-        .output()
-        .unwrap();
+    let res = sh(&words, "", &dir).output().unwrap();
     assert!(
         res.status.success(),
-        "{mat}: `loadgen merge {args:?}`: {}",
+        "{mat}: exit {}: {}",
+        res.status,
         String::from_utf8_lossy(&res.stderr)
     );
-    File::create(&out).unwrap().write_all(&res.stdout).unwrap();
-    let merged: serde_json::Value = serde_json::from_slice(&res.stdout).expect("merged JSON");
+    let file = dir.join(merged.strip_prefix("/out/").unwrap());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap())
+        .unwrap_or_else(|e| panic!("{mat}: {}: not JSON: {e}", file.display()));
     assert!(
-        merged.as_object().is_some_and(|o| !o.is_empty()),
-        "{mat}: {merged}"
+        json.as_object().is_some_and(|o| !o.is_empty()),
+        "{mat}: {json}"
     );
+    if shard_pending {
+        assert!(
+            json["total_count"].as_u64().unwrap_or(0) > 0,
+            "{mat}: {json}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
