@@ -26,15 +26,7 @@ fn start(args: &[&str]) -> (ServerProc, SocketAddr) {
     let mut all = vec!["--json", "--metrics-listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let mut srv = ServerProc::start(&all);
-    let line = srv
-        .wait_stderr(|l| l.contains("metrics endpoint"))
-        .expect("a 'metrics endpoint' line");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = srv.metrics_addr();
     (srv, addr)
 }
 

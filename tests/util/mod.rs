@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod k8s;
 pub mod lgproto;
 pub mod netns;
 pub mod psk;
@@ -142,6 +143,19 @@ impl ServerProc {
         }
         p.addr = addr;
         p
+    }
+
+    /// The `--metrics-listen` endpoint's address, from the server's
+    /// `metrics endpoint http://ADDR/metrics` line (bounded wait).
+    pub fn metrics_addr(&mut self) -> SocketAddr {
+        let line = self
+            .wait_stderr(|l| l.contains("metrics endpoint"))
+            .expect("a 'metrics endpoint' line");
+        line.split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
     /// Waits (bounded) for a stderr line matching `pred`.
