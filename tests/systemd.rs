@@ -172,6 +172,18 @@ fn unit_runs_the_server_with_known_flags_and_is_hardened() {
 }
 
 #[test]
+fn help_describes_the_notifications() {
+    let out = std::process::Command::new(server_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for what in ["NOTIFY_SOCKET", "READY=1", "STOPPING=1"] {
+        assert!(help.contains(what), "server --help does not mention {what}");
+    }
+}
+
+#[test]
 fn env_example_uses_only_server_flags() {
     let env = read_repo_file(ENV);
     let active: Vec<&str> = env

@@ -38,6 +38,10 @@ use udp_packet_pool::worker::IoMode;
 /// Statistics lines go to stderr every --stats-interval seconds; the final
 /// report goes to stdout on Ctrl+C / SIGTERM (a second Ctrl+C exits at
 /// once). SIGHUP prints the since-start summary to stderr and keeps running.
+///
+/// Under systemd (Type=notify, NOTIFY_SOCKET set) it sends READY=1 with the
+/// "listening on" line as STATUS= once every worker serves, and STOPPING=1
+/// on SIGTERM/SIGINT (contrib/systemd/udp-echo.service).
 #[derive(Parser, Debug)]
 #[command(
     version,
