@@ -200,3 +200,33 @@ fn env_example_uses_only_server_flags() {
     assert!(used.contains("--port"), "{ENV} names no --port: {used:?}");
     assert_flags_known(server_bin(), &used, ENV);
 }
+
+/// `systemd-analyze verify` on the unit (ExecStart pointed at the binary
+/// built for this run), where systemd's tools are installed; CI does not
+/// require them, so without them this says so on stderr and checks nothing.
+#[test]
+fn systemd_analyze_verify_accepts_the_unit() {
+    let probe = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("systemd-analyze not installed: unit not verified (apt package systemd)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("udp-echo-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unit = dir.join("udp-echo.service");
+    let text = read_repo_file(UNIT).replace("/usr/local/bin/server", server_bin());
+    std::fs::write(&unit, text).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !said.contains("udp-echo.service"),
+        "systemd-analyze verify {UNIT}: {said}"
+    );
+}
