@@ -29,6 +29,7 @@ pub mod process;
 pub mod report;
 pub mod samples;
 pub mod server;
+pub mod service;
 pub mod socket;
 pub mod stderr;
 pub mod udp_mem;

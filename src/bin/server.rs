@@ -16,6 +16,7 @@ use udp_packet_pool::export;
 use udp_packet_pool::guard::rate::RateConfig;
 use udp_packet_pool::process::Pipeline;
 use udp_packet_pool::server::{self, GuardConfig, ServerConfig};
+use udp_packet_pool::service;
 use udp_packet_pool::socket::{BufferSizes, MAX_BUFFER};
 use udp_packet_pool::sockperf::SockperfReply;
 use udp_packet_pool::stderr;
@@ -37,6 +38,10 @@ use udp_packet_pool::worker::IoMode;
 /// Statistics lines go to stderr every --stats-interval seconds; the final
 /// report goes to stdout on Ctrl+C / SIGTERM (a second Ctrl+C exits at
 /// once). SIGHUP prints the since-start summary to stderr and keeps running.
+///
+/// Under systemd (Type=notify, NOTIFY_SOCKET set) it sends READY=1 with the
+/// "listening on" line as STATUS= once every worker serves, and STOPPING=1
+/// on SIGTERM/SIGINT (contrib/systemd/udp-echo.service).
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -440,6 +445,7 @@ fn run() -> u8 {
         .spawn(move || {
             if notices.forever().next().is_some() {
                 stderr::line("server: shutting down (signal again to exit at once)");
+                service::stopping();
             }
         });
     let notice = match notice {
@@ -470,7 +476,7 @@ fn run() -> u8 {
     }) {
         stderr::line(format_args!("server: warning: {w}"));
     }
-    stderr::line(format_args!(
+    let listening = format!(
         "server: listening on {} ({} workers, {} socket{}, pool {} x {} bytes, batch {}, io {:?}, {}, rcvbuf {} bytes, memory {:.1} MiB, {} replies; {})",
         handle.local_addr(),
         cfg.threads,
@@ -503,10 +509,14 @@ fn run() -> u8 {
             Protocol::Stamp => "STAMP stateless reflector",
         },
         guards_summary(&cfg.guard) + &clients_summary(&cfg.clients)
-    ));
+    );
+    stderr::line(&listening);
     if let Some(m) = &endpoint {
         stderr::line(export::endpoint_line(m));
     }
+    // Every worker serves and every handler is installed: tell systemd
+    // (Type=notify), if it asked.
+    service::ready(listening.trim_start_matches("server: "));
     let result = handle.join();
     notices_handle.close();
     let _ = notice.join();

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod help;
 pub mod k8s;
 pub mod lgproto;
 pub mod netns;
@@ -86,9 +87,9 @@ impl ServerProc {
         Self::start_cmd(Command::new(server_bin()).args(args))
     }
 
-    /// Starts the given command (which must run the server) and waits for
-    /// its `listening on` line.
-    pub fn start_cmd(cmd: &mut Command) -> ServerProc {
+    /// Starts the given command (which must run the server) without waiting
+    /// for anything; `addr` stays 127.0.0.1:0.
+    pub fn spawn_cmd(cmd: &mut Command) -> ServerProc {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,13 +112,19 @@ impl ServerProc {
                 }
             }
         });
-        let mut p = ServerProc {
+        ServerProc {
             child: Some(child),
             addr: "127.0.0.1:0".parse().unwrap(),
             stderr_lines: rx,
             stderr_seen: Vec::new(),
             stdout: Some(stdout),
-        };
+        }
+    }
+
+    /// Starts the given command (which must run the server) and waits for
+    /// its `listening on` line.
+    pub fn start_cmd(cmd: &mut Command) -> ServerProc {
+        let mut p = Self::spawn_cmd(cmd);
         let line = p
             .wait_stderr(|l| l.contains("listening on"))
             .unwrap_or_else(|| {
