@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::cli::{Mode, Protocol, RunArgs, DEFAULT_RATE, MAX_TRAIN};
 use crate::codec::Codec;
+use crate::schedule::Shard;
 use udp_packet_pool::wire::sealed::OVERHEAD;
 
 const NS_PER_SEC: f64 = 1e9;
@@ -44,8 +45,11 @@ pub struct Config {
     pub warmup_ns: u64,
     /// Datagram size.
     pub size: usize,
-    /// Number of flows (sockets).
+    /// Number of this generator's flows (sockets): `--flows`, or with
+    /// `--shard` its share of them.
     pub flows: u32,
+    /// `--shard` (the whole schedule without it).
+    pub shard: Shard,
     /// Number of threads.
     pub threads: u32,
     /// Pacing model.
@@ -134,11 +138,26 @@ impl Config {
                 "--stamp-stateful describes a STAMP reflector: add --protocol stamp".to_string(),
             ));
         }
-        if a.threads > a.flows {
+        let shard = a.shard.unwrap_or(Shard::WHOLE);
+        let flows = check_shard(a, shard)?;
+        if a.threads > flows {
+            let (what, need) = if shard.is_shared() {
+                (
+                    format!(
+                        "the {flows} flows of --shard {}/{}",
+                        shard.index, shard.count
+                    ),
+                    "more --flows or fewer --threads".to_string(),
+                )
+            } else {
+                (
+                    format!("--flows {flows}"),
+                    format!("add --flows {}", a.threads),
+                )
+            };
             return Err(ConfigError::Usage(format!(
-                "--threads {} is more than --flows {}: every thread needs at least one flow \
-                 (add --flows {})",
-                a.threads, a.flows, a.threads
+                "--threads {} is more than {what}: every thread needs at least one flow ({need})",
+                a.threads
             )));
         }
         if a.mode == Mode::Pingpong && a.gso.is_some() {
@@ -165,7 +184,8 @@ impl Config {
             duration_ns: (a.duration * NS_PER_SEC).round().max(1.0) as u64,
             warmup_ns: (a.warmup * NS_PER_SEC).round() as u64,
             size,
-            flows: a.flows,
+            flows,
+            shard,
             threads: a.threads,
             mode: a.mode,
             protocol: a.protocol,
@@ -184,6 +204,35 @@ impl Config {
             psk,
         })
     }
+}
+
+/// Checks `--shard` against the other flags; returns this generator's
+/// number of flows.
+fn check_shard(a: &RunArgs, shard: Shard) -> Result<u32, ConfigError> {
+    let (i, n) = (shard.index, shard.count);
+    if shard.is_shared() {
+        let refuse = |m: String| Err(ConfigError::Usage(m));
+        if a.mode != Mode::Rate {
+            return refuse(format!(
+                "--shard {i}/{n} splits the open-loop schedule: use --mode rate \
+                 (pingpong keeps its own per-flow schedule)"
+            ));
+        }
+        if a.gso.is_some() {
+            return refuse(format!(
+                "--shard {i}/{n} sends every {n}th packet of the schedule, so no consecutive \
+                 packets make a train: leave out --gso"
+            ));
+        }
+        if a.flows < n {
+            return refuse(format!(
+                "--flows {} is fewer than the {n} shards of --shard {i}/{n}: every shard needs \
+                 a flow of its own (give --flows {n} or more)",
+                a.flows
+            ));
+        }
+    }
+    Ok(shard.flows(a.flows))
 }
 
 /// Resolves `HOST:PORT` to its first address.
@@ -296,6 +345,39 @@ mod tests {
             assert!(
                 matches!(e, ConfigError::Runtime(ref m) if m.contains(bad)),
                 "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn shards_split_the_flows_and_refuse_what_does_not_split() {
+        let c = Config::from_args(&args(&["--shard", "1/3", "--flows", "7"])).unwrap();
+        assert_eq!(c.flows, 2);
+        assert_eq!(c.shard, Shard { index: 1, count: 3 });
+        let c = Config::from_args(&args(&["--shard", "0/3", "--flows", "7"])).unwrap();
+        assert_eq!(c.flows, 3);
+        for (bad, says) in [
+            (
+                &["--shard", "1/3", "--flows", "2"][..],
+                "--flows 2 is fewer than the 3 shards",
+            ),
+            (
+                &["--shard", "1/3", "--flows", "3", "--mode", "pingpong"],
+                "--mode rate",
+            ),
+            (
+                &["--shard", "1/3", "--flows", "3", "--gso", "4"],
+                "leave out --gso",
+            ),
+            (
+                &["--shard", "1/3", "--flows", "4", "--threads", "2"],
+                "--threads 2 is more than the 1 flows",
+            ),
+        ] {
+            let e = Config::from_args(&args(bad)).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::Usage(ref m) if m.contains(says)),
+                "{bad:?}: {e:?}"
             );
         }
     }

@@ -67,6 +67,7 @@ pub fn run(cfg: Config) -> io::Result<()> {
         train: cfg.train,
         warmup_ns: cfg.warmup_ns,
         duration_ns: cfg.duration_ns,
+        shard: cfg.shard,
     };
     let measure_wall = SystemTime::now() + Duration::from_nanos(sched.measure_start_ns() - now);
     let mut hlog = match &cfg.hlog {
@@ -87,9 +88,10 @@ pub fn run(cfg: Config) -> io::Result<()> {
         eprintln!("loadgen: note: {n}");
     }
     let progress = Progress::new(cfg.interval_lines);
-    let pace = match cfg.rate {
-        Some(r) => format!("{r} pkt/s"),
-        None => "back to back".to_string(),
+    let pace = match (cfg.rate, cfg.shard) {
+        (Some(r), s) if s.is_shared() => format!("shard {}/{} of {r} pkt/s", s.index, s.count),
+        (Some(r), _) => format!("{r} pkt/s"),
+        (None, _) => "back to back".to_string(),
     };
     progress.show(&format!(
         "{pace} to {}: {:.1} s warm-up, {:.1} s measured",
@@ -243,6 +245,7 @@ fn merge(
             target: cfg.target.to_string(),
             target_arg: cfg.target_arg.clone(),
             rate: cfg.rate,
+            shard: cfg.shard,
             mode: cfg.mode,
             protocol: cfg.protocol,
             flows: cfg.flows,
