@@ -8,7 +8,8 @@
 //! (not averaged percentiles), a server receive count equal to merged sent
 //! minus merged lost (no warm-up: the server sees only measured packets),
 //! and per shard exactly its share of the one schedule: shard i sends the
-//! global packets k < rate * duration with k mod 3 = i. Needs root and
+//! global packets k < rate * duration with k mod 3 = i. The shards start
+//! together (`--start-at`, a few seconds ahead). Needs root and
 //! `ip`; CI sets `REQUIRE_NETNS=1`. Traffic goes only to the namespaces'
 //! own addresses.
 
@@ -16,6 +17,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
@@ -64,14 +66,16 @@ fn sum_hlogs(paths: &[PathBuf]) -> Histogram<u64> {
     sum
 }
 
-/// Runs loadgen shard `i` of 3 on load host `i`.
-fn shard(ns: &str, target: &str, i: u64, hlog: &Path) -> Value {
+/// Runs loadgen shard `i` of 3 on load host `i`, its schedule starting at
+/// `start_at` (seconds since the epoch).
+fn shard(ns: &str, target: &str, i: u64, hlog: &Path, start_at: &str) -> Value {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_loadgen")]);
     let (rate, dur, flows) = (RATE.to_string(), DURATION_S.to_string(), FLOWS.to_string());
     cmd.args(["--target", target, "--rate", &rate, "--duration", &dur]);
     cmd.args(["--flows", &flows, "--threads", "2", "--warmup", "0"]);
-    cmd.args(["--shard", &format!("{i}/{SHARDS}"), "--json", "--hlog"]);
+    cmd.args(["--shard", &format!("{i}/{SHARDS}"), "--start-at", start_at]);
+    cmd.args(["--json", "--hlog"]);
     cmd.arg(hlog);
     let out = run_loadgen(&mut cmd);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -99,19 +103,40 @@ fn three_shards_on_three_hosts_merge_into_one_run() {
     let hlogs: Vec<PathBuf> = (0..SHARDS)
         .map(|i| scratch.0.join(format!("shard-{i}.hlog")))
         .collect();
+    // Time enough for all three to start, even on a busy machine.
+    let start_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        + Duration::from_secs(3);
+    let start_at = format!("{:.3}", start_at.as_secs_f64());
     let runs: Vec<_> = (0..SHARDS)
         .map(|i| {
+            let start_at = start_at.clone();
             let (ns, target, hlog) = (
                 lan.host_ns[i as usize].clone(),
                 target.clone(),
                 hlogs[i as usize].clone(),
             );
-            std::thread::spawn(move || shard(&ns, &target, i, &hlog))
+            std::thread::spawn(move || shard(&ns, &target, i, &hlog, &start_at))
         })
         .collect();
     let reports: Vec<Value> = runs.into_iter().map(|t| t.join().unwrap()).collect();
     let server = srv.stop();
     assert!(server.status.success(), "{}", server.stderr);
+    // A --start-at in the past is refused before anything is sent (were it
+    // not, the datagrams would go only to the stopped server's address).
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &lan.host_ns[0],
+        env!("CARGO_BIN_EXE_loadgen"),
+    ]);
+    cmd.args(["--start-at", "1", "--target", &target, "--duration", "0.1"]);
+    let out = run_loadgen(&mut cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--start-at 1 is past"), "{stderr}");
     drop(lan);
 
     let mut files = Vec::new();

@@ -218,17 +218,23 @@ pub struct RunArgs {
     /// k is due at start + k/rate and shard I sends the k with k mod N = I
     /// (rate/N each, interleaved). Flow f belongs to shard f mod N, so the
     /// shards together use --flows flows (at least N). Each shard starts its
-    /// schedule when it starts; `loadgen merge` adds up the reports and
-    /// hlogs. Rate mode only, without --gso.
+    /// schedule when it starts (or at --start-at); `loadgen merge` adds up
+    /// the reports and hlogs. Rate mode only, without --gso.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<Shard>,
+    /// Start the schedule (packet 0, the warm-up's start) at this wall-clock
+    /// time, seconds since the Unix epoch (e.g. `$(($(date +%s) + 10))`),
+    /// instead of at once: shards on hosts with synchronized clocks then
+    /// send one interleaved schedule. At least 20 ms and at most a day ahead.
+    #[arg(long, value_name = "UNIX_TIME", value_parser = positive_secs_since_epoch)]
+    pub start_at: Option<f64>,
     /// Replay the UDP datagrams of a pcap capture (e.g. from `server
     /// --capture`) to --target instead of generating probes: the datagrams
     /// sent to the first datagram's destination, each source endpoint from
     /// its own socket, at the recorded pace; replies are matched to sends by
     /// content. Only --target, --speed, --drain-ms and --json apply.
     #[arg(long, value_name = "FILE.pcap",
-          conflicts_with_all = ["rate", "mode", "protocol", "gso", "gro", "size", "flows", "threads", "duration", "warmup", "hgrm", "hlog", "psk_file", "stamp_stateful", "shard"])]
+          conflicts_with_all = ["rate", "mode", "protocol", "gso", "gro", "size", "flows", "threads", "duration", "warmup", "hgrm", "hlog", "psk_file", "stamp_stateful", "shard", "start_at"])]
     pub replay: Option<PathBuf>,
     /// With --replay: X times the recorded pace (2 = twice as fast, 0.5 =
     /// half; 0.001 to 1e9), or max to send back to back [default: 1].
@@ -280,6 +286,15 @@ fn positive_secs(s: &str) -> Result<f64, String> {
         return Err(format!("'{s}' must be more than 0 seconds"));
     }
     Ok(v)
+}
+
+fn positive_secs_since_epoch(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a time in seconds since the Unix epoch (e.g. $(($(date +%s) + 10)))"
+        )),
+    }
 }
 
 fn non_negative_secs(s: &str) -> Result<f64, String> {

@@ -5,6 +5,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use crate::cli::{Mode, Protocol, RunArgs, DEFAULT_RATE, MAX_TRAIN};
 use crate::codec::Codec;
@@ -50,6 +51,8 @@ pub struct Config {
     pub flows: u32,
     /// `--shard` (the whole schedule without it).
     pub shard: Shard,
+    /// `--start-at`: when packet 0 is due, on the wall clock.
+    pub start_at: Option<SystemTime>,
     /// Number of threads.
     pub threads: u32,
     /// Pacing model.
@@ -186,6 +189,10 @@ impl Config {
             size,
             flows,
             shard,
+            start_at: a
+                .start_at
+                .map(|t| start_time(t, SystemTime::now()))
+                .transpose()?,
             threads: a.threads,
             mode: a.mode,
             protocol: a.protocol,
@@ -233,6 +240,32 @@ fn check_shard(a: &RunArgs, shard: Shard) -> Result<u32, ConfigError> {
         }
     }
     Ok(shard.flows(a.flows))
+}
+
+/// Soonest `--start-at` (the threads must be running by then).
+const MIN_START_AHEAD: Duration = Duration::from_millis(20);
+/// Latest `--start-at`: farther ahead is more likely a typo than a plan.
+const MAX_START_AHEAD: Duration = Duration::from_secs(86_400);
+
+/// `--start-at UNIX_TIME` as a wall-clock time, checked against `now`.
+pub fn start_time(unix: f64, now: SystemTime) -> Result<SystemTime, ConfigError> {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix.min(1e12));
+    let ahead = at.duration_since(now).unwrap_or(Duration::ZERO);
+    let now_s = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if ahead < MIN_START_AHEAD || ahead > MAX_START_AHEAD {
+        return Err(ConfigError::Usage(format!(
+            "--start-at {unix} is {} (it is now {now_s:.3}): give a time 20 ms to a day \
+             ahead, e.g. --start-at $(($(date +%s) + 10))",
+            if ahead < MIN_START_AHEAD {
+                "past or less than 20 ms away"
+            } else {
+                "more than a day away"
+            }
+        )));
+    }
+    Ok(at)
 }
 
 /// Resolves `HOST:PORT` to its first address.
@@ -378,6 +411,27 @@ mod tests {
             assert!(
                 matches!(e, ConfigError::Usage(ref m) if m.contains(says)),
                 "{bad:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_at_must_be_ahead_but_not_far() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = start_time(1_700_000_010.5, now).unwrap();
+        assert_eq!(
+            at.duration_since(now).unwrap(),
+            Duration::from_millis(10_500)
+        );
+        for (bad, says) in [
+            (1_699_999_999.0, "past or less than 20 ms away"),
+            (1_700_000_000.01, "past or less than 20 ms away"),
+            (1_800_000_000.0, "more than a day away"),
+        ] {
+            let e = start_time(bad, now).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::Usage(ref m) if m.contains(says) && m.contains("1700000000.000")),
+                "{e:?}"
             );
         }
     }
