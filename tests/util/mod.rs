@@ -4,6 +4,7 @@
 //! sockperf tests run (`REQUIRE_SOCKPERF`).
 #![allow(dead_code)]
 
+pub mod bridge;
 pub mod client;
 pub mod help;
 pub mod k8s;

@@ -27,7 +27,8 @@ pub fn available() -> bool {
         })
 }
 
-fn run(args: &[&str]) {
+/// Runs a setup command (`ip ...`, `tc ...`); fails the test if it fails.
+pub fn run(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::schedule::Shard;
+
 /// `--rate` in rate mode when none is given.
 pub const DEFAULT_RATE: u64 = 10_000;
 
@@ -52,7 +54,9 @@ pub const MAX_SIZE: usize = 65_507;
         loadgen --protocol framed --target 127.0.0.1:8888   (server --protocol framed)\n  \
         loadgen --protocol stamp --stamp-stateful --target 127.0.0.1:862\n  \
         loadgen --replay run.pcap --speed max --target 127.0.0.1:8888\n  \
-        loadgen --hlog run1.hlog ... ; loadgen merge run1.hlog run2.hlog"
+        loadgen --hlog run1.hlog ... ; loadgen merge run1.hlog run2.hlog\n  \
+        loadgen --shard 0/3 --rate 30000 --flows 6 --json --hlog s0.hlog > s0.json   (and 1/3, 2/3)\n  \
+        loadgen merge --json s0.json s1.json s2.json s0.hlog s1.hlog s2.hlog"
 )]
 pub struct Cli {
     /// What to do instead of a load test.
@@ -67,14 +71,19 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Merge the intervals of one or more --hlog files into one histogram
-    /// and print its percentiles.
+    /// and print its percentiles; given the --json reports of the shards of
+    /// one run (--shard I/N) too, print one merged report: counts and rates
+    /// summed, latency percentiles from the summed hlogs (null without them).
     Merge(MergeArgs),
 }
 
 /// Options of `loadgen merge`.
 #[derive(Args, Debug)]
 pub struct MergeArgs {
-    /// Interval log files written by --hlog (or any HdrHistogram V2 log).
+    /// Interval log files written by --hlog (or any HdrHistogram V2 log),
+    /// and/or --json reports (a file holding a JSON object), in any order.
+    /// Reports must be all N shards of one run (--shard 0/N .. N-1/N), each
+    /// once; their latency is exact only with all their hlog files.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Print the result as JSON on stdout.
@@ -203,13 +212,29 @@ pub struct RunArgs {
     /// FILE: 64 hex digits and an optional newline, mode 600. Echo only.
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
+    /// Send share I of N of the schedule (0 <= I < N), so that N
+    /// generators, on N hosts, with the same flags and --shard 0/N ..
+    /// N-1/N together send the schedule one generator would: global packet
+    /// k is due at start + k/rate and shard I sends the k with k mod N = I
+    /// (rate/N each, interleaved). Flow f belongs to shard f mod N, so the
+    /// shards together use --flows flows (at least N). Each shard starts its
+    /// schedule when it starts (or at --start-at); `loadgen merge` adds up
+    /// the reports and hlogs. Rate mode only, without --gso.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Start the schedule (packet 0, the warm-up's start) at this wall-clock
+    /// time, seconds since the Unix epoch (e.g. `$(($(date +%s) + 10))`),
+    /// instead of at once: shards on hosts with synchronized clocks then
+    /// send one interleaved schedule. At least 20 ms and at most a day ahead.
+    #[arg(long, value_name = "UNIX_TIME", value_parser = positive_secs_since_epoch)]
+    pub start_at: Option<f64>,
     /// Replay the UDP datagrams of a pcap capture (e.g. from `server
     /// --capture`) to --target instead of generating probes: the datagrams
     /// sent to the first datagram's destination, each source endpoint from
     /// its own socket, at the recorded pace; replies are matched to sends by
     /// content. Only --target, --speed, --drain-ms and --json apply.
     #[arg(long, value_name = "FILE.pcap",
-          conflicts_with_all = ["rate", "mode", "protocol", "gso", "gro", "size", "flows", "threads", "duration", "warmup", "hgrm", "hlog", "psk_file", "stamp_stateful"])]
+          conflicts_with_all = ["rate", "mode", "protocol", "gso", "gro", "size", "flows", "threads", "duration", "warmup", "hgrm", "hlog", "psk_file", "stamp_stateful", "shard", "start_at"])]
     pub replay: Option<PathBuf>,
     /// With --replay: X times the recorded pace (2 = twice as fast, 0.5 =
     /// half; 0.001 to 1e9), or max to send back to back [default: 1].
@@ -220,6 +245,30 @@ pub struct RunArgs {
 
 /// Most datagrams per train (`--gso`).
 pub const MAX_TRAIN: u32 = 64;
+
+/// Parses `--shard I/N`.
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    let form = "give I/N: this generator's share I of N generators, 0 <= I < N, e.g. 0/3";
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("'{s}' is not I/N ({form})"))?;
+    let num = |v: &str, what: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("'{s}': {what} '{v}' is not a whole number ({form})"))
+    };
+    let (index, count) = (num(i, "I")?, num(n, "N")?);
+    if count == 0 {
+        return Err(format!("'{s}': N must be at least 1 ({form})"));
+    }
+    if index >= count {
+        return Err(format!(
+            "'{s}': I must be below N (shards are numbered 0 to {}; {form})",
+            count - 1
+        ));
+    }
+    Ok(Shard { index, count })
+}
 
 fn parse_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s
@@ -237,6 +286,15 @@ fn positive_secs(s: &str) -> Result<f64, String> {
         return Err(format!("'{s}' must be more than 0 seconds"));
     }
     Ok(v)
+}
+
+fn positive_secs_since_epoch(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a time in seconds since the Unix epoch (e.g. $(($(date +%s) + 10)))"
+        )),
+    }
 }
 
 fn non_negative_secs(s: &str) -> Result<f64, String> {
@@ -291,5 +349,24 @@ mod tests {
             let e = Cli::try_parse_from(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn shard_is_i_of_n() {
+        assert_eq!(parse_shard("2/3"), Ok(Shard { index: 2, count: 3 }));
+        assert_eq!(parse_shard("0/1"), Ok(Shard::WHOLE));
+        for (bad, says) in [
+            ("3/3", "I must be below N"),
+            ("0/0", "N must be at least 1"),
+            ("1", "is not I/N"),
+            ("a/3", "I 'a' is not a whole number"),
+            ("-1/3", "I '-1'"),
+        ] {
+            let e = parse_shard(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = Cli::try_parse_from(["loadgen", "--shard", "3/3"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("I must be below N"), "{e}");
     }
 }

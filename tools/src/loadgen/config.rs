@@ -5,9 +5,11 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use crate::cli::{Mode, Protocol, RunArgs, DEFAULT_RATE, MAX_TRAIN};
 use crate::codec::Codec;
+use crate::schedule::Shard;
 use udp_packet_pool::wire::sealed::OVERHEAD;
 
 const NS_PER_SEC: f64 = 1e9;
@@ -44,8 +46,13 @@ pub struct Config {
     pub warmup_ns: u64,
     /// Datagram size.
     pub size: usize,
-    /// Number of flows (sockets).
+    /// Number of this generator's flows (sockets): `--flows`, or with
+    /// `--shard` its share of them.
     pub flows: u32,
+    /// `--shard` (the whole schedule without it).
+    pub shard: Shard,
+    /// `--start-at`: when packet 0 is due, on the wall clock.
+    pub start_at: Option<SystemTime>,
     /// Number of threads.
     pub threads: u32,
     /// Pacing model.
@@ -134,11 +141,26 @@ impl Config {
                 "--stamp-stateful describes a STAMP reflector: add --protocol stamp".to_string(),
             ));
         }
-        if a.threads > a.flows {
+        let shard = a.shard.unwrap_or(Shard::WHOLE);
+        let flows = check_shard(a, shard)?;
+        if a.threads > flows {
+            let (what, need) = if shard.is_shared() {
+                (
+                    format!(
+                        "the {flows} flows of --shard {}/{}",
+                        shard.index, shard.count
+                    ),
+                    "more --flows or fewer --threads".to_string(),
+                )
+            } else {
+                (
+                    format!("--flows {flows}"),
+                    format!("add --flows {}", a.threads),
+                )
+            };
             return Err(ConfigError::Usage(format!(
-                "--threads {} is more than --flows {}: every thread needs at least one flow \
-                 (add --flows {})",
-                a.threads, a.flows, a.threads
+                "--threads {} is more than {what}: every thread needs at least one flow ({need})",
+                a.threads
             )));
         }
         if a.mode == Mode::Pingpong && a.gso.is_some() {
@@ -165,7 +187,12 @@ impl Config {
             duration_ns: (a.duration * NS_PER_SEC).round().max(1.0) as u64,
             warmup_ns: (a.warmup * NS_PER_SEC).round() as u64,
             size,
-            flows: a.flows,
+            flows,
+            shard,
+            start_at: a
+                .start_at
+                .map(|t| start_time(t, SystemTime::now()))
+                .transpose()?,
             threads: a.threads,
             mode: a.mode,
             protocol: a.protocol,
@@ -184,6 +211,61 @@ impl Config {
             psk,
         })
     }
+}
+
+/// Checks `--shard` against the other flags; returns this generator's
+/// number of flows.
+fn check_shard(a: &RunArgs, shard: Shard) -> Result<u32, ConfigError> {
+    let (i, n) = (shard.index, shard.count);
+    if shard.is_shared() {
+        let refuse = |m: String| Err(ConfigError::Usage(m));
+        if a.mode != Mode::Rate {
+            return refuse(format!(
+                "--shard {i}/{n} splits the open-loop schedule: use --mode rate \
+                 (pingpong keeps its own per-flow schedule)"
+            ));
+        }
+        if a.gso.is_some() {
+            return refuse(format!(
+                "--shard {i}/{n} sends every {n}th packet of the schedule, so no consecutive \
+                 packets make a train: leave out --gso"
+            ));
+        }
+        if a.flows < n {
+            return refuse(format!(
+                "--flows {} is fewer than the {n} shards of --shard {i}/{n}: every shard needs \
+                 a flow of its own (give --flows {n} or more)",
+                a.flows
+            ));
+        }
+    }
+    Ok(shard.flows(a.flows))
+}
+
+/// Soonest `--start-at` (the threads must be running by then).
+const MIN_START_AHEAD: Duration = Duration::from_millis(20);
+/// Latest `--start-at`: farther ahead is more likely a typo than a plan.
+const MAX_START_AHEAD: Duration = Duration::from_secs(86_400);
+
+/// `--start-at UNIX_TIME` as a wall-clock time, checked against `now`.
+pub fn start_time(unix: f64, now: SystemTime) -> Result<SystemTime, ConfigError> {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix.min(1e12));
+    let ahead = at.duration_since(now).unwrap_or(Duration::ZERO);
+    let now_s = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    if ahead < MIN_START_AHEAD || ahead > MAX_START_AHEAD {
+        return Err(ConfigError::Usage(format!(
+            "--start-at {unix} is {} (it is now {now_s:.3}): give a time 20 ms to a day \
+             ahead, e.g. --start-at $(($(date +%s) + 10))",
+            if ahead < MIN_START_AHEAD {
+                "past or less than 20 ms away"
+            } else {
+                "more than a day away"
+            }
+        )));
+    }
+    Ok(at)
 }
 
 /// Resolves `HOST:PORT` to its first address.
@@ -295,6 +377,60 @@ mod tests {
             let e = resolve(bad).unwrap_err();
             assert!(
                 matches!(e, ConfigError::Runtime(ref m) if m.contains(bad)),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn shards_split_the_flows_and_refuse_what_does_not_split() {
+        let c = Config::from_args(&args(&["--shard", "1/3", "--flows", "7"])).unwrap();
+        assert_eq!(c.flows, 2);
+        assert_eq!(c.shard, Shard { index: 1, count: 3 });
+        let c = Config::from_args(&args(&["--shard", "0/3", "--flows", "7"])).unwrap();
+        assert_eq!(c.flows, 3);
+        for (bad, says) in [
+            (
+                &["--shard", "1/3", "--flows", "2"][..],
+                "--flows 2 is fewer than the 3 shards",
+            ),
+            (
+                &["--shard", "1/3", "--flows", "3", "--mode", "pingpong"],
+                "--mode rate",
+            ),
+            (
+                &["--shard", "1/3", "--flows", "3", "--gso", "4"],
+                "leave out --gso",
+            ),
+            (
+                &["--shard", "1/3", "--flows", "4", "--threads", "2"],
+                "--threads 2 is more than the 1 flows",
+            ),
+        ] {
+            let e = Config::from_args(&args(bad)).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::Usage(ref m) if m.contains(says)),
+                "{bad:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn start_at_must_be_ahead_but_not_far() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = start_time(1_700_000_010.5, now).unwrap();
+        assert_eq!(
+            at.duration_since(now).unwrap(),
+            Duration::from_millis(10_500)
+        );
+        for (bad, says) in [
+            (1_699_999_999.0, "past or less than 20 ms away"),
+            (1_700_000_000.01, "past or less than 20 ms away"),
+            (1_800_000_000.0, "more than a day away"),
+        ] {
+            let e = start_time(bad, now).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::Usage(ref m) if m.contains(says) && m.contains("1700000000.000")),
                 "{e:?}"
             );
         }

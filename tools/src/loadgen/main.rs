@@ -72,6 +72,7 @@ mod hgrm;
 mod hlog;
 mod latency;
 mod merge;
+mod merge_reports;
 mod progress;
 mod replay;
 mod replay_run;

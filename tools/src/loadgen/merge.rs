@@ -1,7 +1,10 @@
 //! `loadgen merge FILE...`: reads interval logs (`--hlog` output or any
 //! HdrHistogram V2 log) with the crate's `IntervalLogIterator`, decodes every
 //! interval with its `Deserializer`, adds them all into one histogram and
-//! prints its percentile block (or JSON).
+//! prints its percentile block (or JSON). Files are told apart by content: a
+//! JSON object is a `--json` report, anything else an interval log. Given
+//! reports, the result is one merged report (see `merge_reports`) whose
+//! latency is that of the summed interval logs.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -14,6 +17,7 @@ use serde::Serialize;
 use crate::cli::MergeArgs;
 use crate::hgrm;
 use crate::latency::{new_histogram, text_block, Percentiles};
+use crate::merge_reports::{self, check_shards, ShardReport};
 use base64::Engine;
 
 /// The merge result as JSON.
@@ -39,12 +43,21 @@ fn invalid(path: &Path, what: String) -> io::Error {
 }
 
 /// Adds every interval of the log at `path` into `into`; returns how many.
+#[cfg(test)]
 pub fn merge_file(path: &Path, into: &mut Histogram<u64>) -> io::Result<u64> {
-    let text = std::fs::read(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
+    merge_log(path, &read(path)?, into)
+}
+
+fn read(path: &Path) -> io::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))
+}
+
+/// Adds every interval of the log `text` (read from `path`) into `into`.
+fn merge_log(path: &Path, text: &[u8], into: &mut Histogram<u64>) -> io::Result<u64> {
     let mut deserializer = Deserializer::new();
     let mut n = 0;
-    for entry in IntervalLogIterator::new(&text) {
+    for entry in IntervalLogIterator::new(text) {
         let entry = entry.map_err(|e| invalid(path, format!("not an interval log ({e:?})")))?;
         let LogEntry::Interval(iv) = entry else {
             continue;
@@ -68,11 +81,20 @@ pub fn run(args: &MergeArgs) -> io::Result<()> {
     // Logs from other tools may hold values beyond our 60 s bound.
     h.auto(true);
     let mut intervals = 0;
+    let mut reports = Vec::new();
     for f in &args.files {
-        intervals += merge_file(f, &mut h)?;
+        let text = read(f)?;
+        match ShardReport::parse(f, &text) {
+            Some(r) => reports.push(r.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?),
+            None => intervals += merge_log(f, &text, &mut h)?,
+        }
     }
     if let Some(path) = &args.hgrm {
         hgrm::write_file(path, &h)?;
+    }
+    let hlogs = args.files.len() - reports.len();
+    if !reports.is_empty() {
+        return print_merged(args, &reports, (hlogs > 0).then_some(&h));
     }
     let report = MergeReport {
         files: args.files.iter().map(|p| p.display().to_string()).collect(),
@@ -96,6 +118,58 @@ pub fn run(args: &MergeArgs) -> io::Result<()> {
         writeln!(out, "Total count: {}", report.total_count)?;
         writeln!(out)?;
         write!(out, "{}", text_block(&[("corrected", report.latency_us)]))?;
+    }
+    out.flush()
+}
+
+/// Checks and merges `reports`, with the summed hlogs `latency`, and prints
+/// the merged report.
+fn print_merged(
+    args: &MergeArgs,
+    reports: &[ShardReport],
+    latency: Option<&Histogram<u64>>,
+) -> io::Result<()> {
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+    check_shards(reports).map_err(bad)?;
+    let received: u64 = reports
+        .iter()
+        .filter_map(|r| r.fields.get("received").and_then(|v| v.as_u64()))
+        .fold(0, u64::saturating_add);
+    if let Some(h) = latency.filter(|h| h.len() != received) {
+        return Err(bad(format!(
+            "the hlog files hold {} latency samples but the reports count {received} replies: \
+             give exactly the --hlog file of each report",
+            h.len()
+        )));
+    }
+    let merged = merge_reports::merge(reports, latency);
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &merged).map_err(io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        let files: Vec<&str> = reports.iter().map(|r| r.file.as_str()).collect();
+        writeln!(out, "Merged {} reports: {}", reports.len(), files.join(" "))?;
+        for key in [
+            "sent",
+            "received",
+            "lost",
+            "loss_pct",
+            "unsent",
+            "send_rate",
+            "echo_rate",
+        ] {
+            let v = merged.get(key).unwrap_or(&serde_json::Value::Null);
+            writeln!(out, "  {:<19} {v}", format!("{key}:"))?;
+        }
+        writeln!(out)?;
+        let p = latency
+            .map(Percentiles::of)
+            .unwrap_or(Percentiles::of(&new_histogram()));
+        write!(out, "{}", text_block(&[("corrected", p)]))?;
+        if let Some(note) = merged.get("merge_note").and_then(|v| v.as_str()) {
+            writeln!(out, "  note: {note}")?;
+        }
     }
     out.flush()
 }

@@ -12,18 +12,16 @@ use serde::Serialize;
 use crate::cli::{Mode, Protocol};
 use crate::counters::Counters;
 use crate::latency::Percentiles;
+use crate::schedule::Shard;
 use crate::stamp_stats::StampReport;
 
 mod replies;
 mod send_side;
 mod text;
+mod warnings;
 
 pub use replies::Replies;
 pub use send_side::{SendSide, BEHIND_LIMIT_US};
-
-/// Paced pingpong sends this late (microseconds; a late echo held them
-/// back) earn a warning even when the rate was met.
-const LATE_WARNING_US: f64 = 10_000.0;
 
 /// What the columns mean in rate mode.
 const OPEN_LOOP_NOTE: &str = "corrected = receive - intended send time on the open-loop \
@@ -43,8 +41,17 @@ const BACK_TO_BACK_NOTE: &str = "back to back, no schedule: corrected is not app
 pub struct Report {
     /// Resolved target address.
     pub target: String,
-    /// `--rate` (10000 by default in rate mode); `None` back to back.
-    pub rate_requested: Option<u64>,
+    /// `--rate` (10000 by default in rate mode); with `--shard I/N` this
+    /// generator's share, `rate / N`; `None` back to back. An integer in
+    /// JSON when it is one.
+    #[serde(serialize_with = "whole_if_integral")]
+    pub rate_requested: Option<f64>,
+    /// `--shard I/N`: which share of the schedule this report covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// `--shard`: the rate of the whole schedule (all N shards), `--rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_global: Option<u64>,
     /// `open_loop` (rate mode), `paced` (pingpong with `--rate`) or
     /// `back_to_back` (pingpong without `--rate`).
     pub pacing: &'static str,
@@ -141,6 +148,8 @@ pub struct RunShape {
     pub target_arg: String,
     /// `--rate` as used; `None` back to back.
     pub rate: Option<u64>,
+    /// `--shard`.
+    pub shard: Shard,
     /// `--mode`.
     pub mode: Mode,
     /// `--protocol`.
@@ -180,7 +189,12 @@ impl Report {
         };
         let mut r = Report {
             target: shape.target,
-            rate_requested: shape.rate,
+            rate_requested: shape.rate.map(|r| r as f64 / f64::from(shape.shard.count)),
+            shard: shape
+                .shard
+                .is_shared()
+                .then(|| format!("{}/{}", shape.shard.index, shape.shard.count)),
+            rate_global: shape.rate.filter(|_| shape.shard.is_shared()),
             pacing,
             corrected_applicable: shape.rate.is_some(),
             latency_note,
@@ -242,7 +256,7 @@ impl Report {
 
     fn rate_missed(&self) -> bool {
         self.rate_requested
-            .is_some_and(|r| !self.interrupted && self.send_rate < 0.99 * r as f64)
+            .is_some_and(|r| !self.interrupted && self.send_rate < 0.99 * r)
     }
 
     /// Whether nothing answered and the target's host said that nothing
@@ -250,72 +264,14 @@ impl Report {
     pub fn no_server(&self) -> bool {
         self.refused > 0 && self.received == 0
     }
+}
 
-    /// Warnings worth a line of their own.
-    pub fn warnings(&self, not_replies: u64) -> Vec<String> {
-        let mut w = Vec::new();
-        if self.fell_behind() {
-            let unsent = if self.unsent > 0 {
-                format!(
-                    "; it stopped at the end of --duration with {} scheduled packets unsent",
-                    self.unsent
-                )
-            } else {
-                String::new()
-            };
-            let kept = if self.rate_missed() || self.unsent > 0 {
-                ""
-            } else {
-                " (it kept the rate, but not the schedule)"
-            };
-            w.push(format!(
-                "the sender fell behind: asked {} pkt/s, sent {:.0} pkt/s, sends {}{kept}{unsent}; \
-                 corrected latencies include that delay",
-                self.rate_requested.unwrap_or(0),
-                self.send_rate,
-                self.send_side.lateness_text()
-            ));
-        } else if let Some(rate) = self
-            .rate_requested
-            .filter(|_| self.send_side.behind_max_us > LATE_WARNING_US)
-        {
-            w.push(format!(
-                "the sender was up to {:.3} ms behind schedule at times (it caught up: \
-                 {:.0} of {} pkt/s); corrected latencies include that delay",
-                self.send_side.behind_max_us / 1000.0,
-                self.send_rate,
-                rate
-            ));
-        }
-        if self.skipped_slots > 0 {
-            w.push(format!(
-                "{} slots went by while a flow waited for a late echo (the server stalled); \
-                 corrected latencies include the wait",
-                self.skipped_slots
-            ));
-        }
-        if self.refused > 0 {
-            let what = if self.no_server() {
-                "no server at"
-            } else {
-                "some packets were refused by"
-            };
-            w.push(format!(
-                "{what} {} (ICMP port unreachable, {} times)",
-                self.target, self.refused
-            ));
-        }
-        if not_replies > 0 {
-            w.push(format!(
-                "{not_replies} replies still had sockperf's CLIENT flag set: the target echoes \
-                 byte for byte; use --protocol echo, or a sockperf server (or `server --sockperf`)"
-            ));
-        }
-        w.extend(self.replies.warnings(self.protocol));
-        if self.interrupted {
-            w.push("interrupted: results cover the part that ran".to_string());
-        }
-        w
+/// Serializes a rate as an integer when it is one (`10000`, not `10000.0`).
+fn whole_if_integral<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match *v {
+        Some(r) if r.fract() == 0.0 && r < 1e15 => s.serialize_u64(r as u64),
+        Some(r) => s.serialize_f64(r),
+        None => s.serialize_none(),
     }
 }
 
@@ -338,6 +294,7 @@ mod tests {
                 target: "127.0.0.1:8888".into(),
                 target_arg: "localhost:8888".into(),
                 rate: Some(1000),
+                shard: Shard::WHOLE,
                 mode: Mode::Rate,
                 protocol: Protocol::Echo,
                 flows: 2,
@@ -446,6 +403,7 @@ mod tests {
             target: "127.0.0.1:8888".into(),
             target_arg: "127.0.0.1:8888".into(),
             rate: None,
+            shard: Shard::WHOLE,
             mode: Mode::Pingpong,
             protocol: Protocol::Echo,
             flows: 1,

@@ -61,12 +61,13 @@ pub fn run(cfg: Config) -> io::Result<()> {
     }
     let now = now_monotonic_ns();
     let sched = Schedule {
-        start_ns: now + START_DELAY_NS,
+        start_ns: now + start_ahead_ns(SystemTime::now(), cfg.start_at),
         rate: cfg.rate,
         flows: cfg.flows,
         train: cfg.train,
         warmup_ns: cfg.warmup_ns,
         duration_ns: cfg.duration_ns,
+        shard: cfg.shard,
     };
     let measure_wall = SystemTime::now() + Duration::from_nanos(sched.measure_start_ns() - now);
     let mut hlog = match &cfg.hlog {
@@ -87,9 +88,10 @@ pub fn run(cfg: Config) -> io::Result<()> {
         eprintln!("loadgen: note: {n}");
     }
     let progress = Progress::new(cfg.interval_lines);
-    let pace = match cfg.rate {
-        Some(r) => format!("{r} pkt/s"),
-        None => "back to back".to_string(),
+    let pace = match (cfg.rate, cfg.shard) {
+        (Some(r), s) if s.is_shared() => format!("shard {}/{} of {r} pkt/s", s.index, s.count),
+        (Some(r), _) => format!("{r} pkt/s"),
+        (None, _) => "back to back".to_string(),
     };
     progress.show(&format!(
         "{pace} to {}: {:.1} s warm-up, {:.1} s measured",
@@ -98,6 +100,7 @@ pub fn run(cfg: Config) -> io::Result<()> {
         cfg.duration_ns as f64 / 1e9,
     ));
 
+    wait_for_start(&sched, &stop)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut shares: Vec<Vec<Flow>> = (0..cfg.threads).map(|_| Vec::new()).collect();
     for f in flows {
@@ -194,6 +197,35 @@ pub fn run(cfg: Config) -> io::Result<()> {
     }
 }
 
+/// How long after `now` packet 0 is due: [`START_DELAY_NS`], or with
+/// `--start-at` as far ahead as `at` is on the wall clock (never sooner).
+fn start_ahead_ns(now: SystemTime, at: Option<SystemTime>) -> u64 {
+    at.map_or(START_DELAY_NS, |at| {
+        let ahead = at.duration_since(now).unwrap_or_default();
+        (ahead.as_nanos() as u64).max(START_DELAY_NS)
+    })
+}
+
+/// With `--start-at`: sleeps until the threads are due to start, a tenth
+/// of a second at a time so that Ctrl+C is seen.
+fn wait_for_start(sched: &Schedule, stop: &AtomicBool) -> io::Result<()> {
+    loop {
+        let left = sched
+            .start_ns
+            .saturating_sub(now_monotonic_ns() + START_DELAY_NS);
+        if left == 0 {
+            return Ok(());
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "interrupted before --start-at: nothing was sent",
+            ));
+        }
+        thread::sleep(Duration::from_nanos(left.min(100_000_000)));
+    }
+}
+
 /// Adds up the threads' results: the report and the corrected histogram.
 fn merge(
     cfg: &Config,
@@ -243,6 +275,7 @@ fn merge(
             target: cfg.target.to_string(),
             target_arg: cfg.target_arg.clone(),
             rate: cfg.rate,
+            shard: cfg.shard,
             mode: cfg.mode,
             protocol: cfg.protocol,
             flows: cfg.flows,
@@ -296,4 +329,22 @@ fn train_notes(cfg: &Config) -> Vec<String> {
         }
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_at_maps_the_wall_clock_to_the_schedule() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(start_ahead_ns(now, None), START_DELAY_NS);
+        let at = now + Duration::from_millis(2_500);
+        assert_eq!(start_ahead_ns(now, Some(at)), 2_500_000_000);
+        // Already (nearly) due by the time the run starts: as soon as it can.
+        assert_eq!(
+            start_ahead_ns(now, Some(now - Duration::from_secs(1))),
+            START_DELAY_NS
+        );
+    }
 }

@@ -10,8 +10,49 @@
 //! Pingpong without `--rate` (back to back) has no rate: only the time frame
 //! (start, warm-up, end) applies, every packet is due at once and nothing is
 //! spaced.
+//!
+//! `--shard I/N` takes share I of N of the one global schedule: global
+//! packet `k` is due at `start + k / rate`, and this generator sends the
+//! packets with `k % N == I`. Everything above then works on the shard's
+//! own (local) packet numbers `j`, global `k = j * N + I`, and on the
+//! shard's own flows (see [`Shard::flows`]); only the times and the counts
+//! go through the global numbering.
 
 const NS_PER_SEC: u128 = 1_000_000_000;
+
+/// Which share of the global schedule this generator sends: `index` of
+/// `count` (`--shard I/N`; 0 of 1 without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// I: this generator's share.
+    pub index: u32,
+    /// N: the number of generators.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The whole schedule (no `--shard`).
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// How many global numbers below `limit` (packets or flows) are this
+    /// shard's: the `k < limit` with `k % count == index`.
+    pub fn below(&self, limit: u64) -> u64 {
+        limit
+            .saturating_sub(u64::from(self.index))
+            .div_ceil(u64::from(self.count))
+    }
+
+    /// How many of `--flows` global flows are this shard's (flow `f` is
+    /// shard `f % count`'s); the shards' flows add up to `flows`.
+    pub fn flows(&self, flows: u32) -> u32 {
+        self.below(u64::from(flows)) as u32
+    }
+
+    /// Whether this is a share of a schedule rather than the whole.
+    pub fn is_shared(&self) -> bool {
+        self.count > 1
+    }
+}
 
 /// Absolute send times of one run (CLOCK_MONOTONIC nanoseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +61,7 @@ pub struct Schedule {
     pub start_ns: u64,
     /// Packets per second over all flows; `None`: back to back, no schedule.
     pub rate: Option<u64>,
-    /// Number of flows.
+    /// Number of this generator's flows (with `--shard`, its share).
     pub flows: u32,
     /// Packets per train (consecutive packets of one flow); at least 1.
     pub train: u32,
@@ -28,6 +69,8 @@ pub struct Schedule {
     pub warmup_ns: u64,
     /// Measurement length.
     pub duration_ns: u64,
+    /// The share of the global schedule sent here.
+    pub shard: Shard,
 }
 
 impl Schedule {
@@ -41,22 +84,24 @@ impl Schedule {
         self.measure_start_ns() + self.duration_ns
     }
 
-    /// How many packets the whole run (warm-up included) sends: every `i`
-    /// with `i / rate < warmup + duration` (no limit back to back).
+    /// How many packets the whole run (warm-up included) sends: every
+    /// global `k` with `k / rate < warmup + duration` that is this shard's
+    /// (no limit back to back).
     pub fn total_packets(&self) -> u64 {
         let Some(rate) = self.rate else {
             return u64::MAX;
         };
         let span = u128::from(self.warmup_ns + self.duration_ns);
-        (span * u128::from(rate)).div_ceil(NS_PER_SEC) as u64
+        self.shard
+            .below((span * u128::from(rate)).div_ceil(NS_PER_SEC) as u64)
     }
 
     /// Index of the first measured packet (0 back to back).
     pub fn first_measured_index(&self) -> u64 {
         match self.rate {
-            Some(rate) => {
-                (u128::from(self.warmup_ns) * u128::from(rate)).div_ceil(NS_PER_SEC) as u64
-            }
+            Some(rate) => self
+                .shard
+                .below((u128::from(self.warmup_ns) * u128::from(rate)).div_ceil(NS_PER_SEC) as u64),
             None => 0,
         }
     }
@@ -100,10 +145,12 @@ impl Schedule {
         (i, len)
     }
 
-    /// When packet `i` is due (back to back: at the start).
+    /// When packet `i` is due (back to back: at the start): global packet
+    /// `i * N + I` of the schedule.
     pub fn intended_ns(&self, i: u64) -> u64 {
+        let k = u128::from(i) * u128::from(self.shard.count) + u128::from(self.shard.index);
         match self.rate {
-            Some(rate) => self.start_ns + (u128::from(i) * NS_PER_SEC / u128::from(rate)) as u64,
+            Some(rate) => self.start_ns + (k * NS_PER_SEC / u128::from(rate)) as u64,
             None => self.start_ns,
         }
     }
@@ -117,7 +164,10 @@ impl Schedule {
     /// Time between two packets of one flow (back to back: none).
     pub fn flow_interval_ns(&self) -> u64 {
         match self.rate {
-            Some(rate) => (u128::from(self.flows) * NS_PER_SEC / u128::from(rate)) as u64,
+            Some(rate) => {
+                let flows = u128::from(self.flows) * u128::from(self.shard.count);
+                (flows * NS_PER_SEC / u128::from(rate)) as u64
+            }
             None => 0,
         }
     }
@@ -145,6 +195,7 @@ mod tests {
             train: 1,
             warmup_ns,
             duration_ns,
+            shard: Shard::WHOLE,
         }
     }
 
@@ -291,5 +342,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shards_together_are_the_whole_schedule() {
+        // 10 s at 997/s, 0.25 s warm-up, 7 flows over 3 shards.
+        let whole = sched(997, 7, 250_000_000, 10_000_000_000);
+        let mut times = Vec::new();
+        let (mut flows, mut measured) = (0, 0);
+        for index in 0..3 {
+            let shard = Shard { index, count: 3 };
+            let s = Schedule {
+                flows: shard.flows(7),
+                shard,
+                ..whole
+            };
+            flows += s.flows;
+            measured += (0..s.flows).map(|f| s.measured_left(f, 0)).sum::<u64>();
+            times.extend((0..s.total_packets()).map(|j| s.intended_ns(j)));
+            // Its packets are every third of the global schedule.
+            assert_eq!(
+                s.intended_ns(5),
+                whole.intended_ns(5 * 3 + u64::from(index))
+            );
+        }
+        times.sort_unstable();
+        let all: Vec<u64> = (0..whole.total_packets())
+            .map(|k| whole.intended_ns(k))
+            .collect();
+        assert_eq!(times, all);
+        assert_eq!(flows, 7);
+        let whole_measured: u64 = (0..7).map(|f| whole.measured_left(f, 0)).sum();
+        assert_eq!(measured, whole_measured);
+        assert_eq!(Shard { index: 2, count: 3 }.below(10), 3);
+        assert_eq!(Shard { index: 2, count: 3 }.below(2), 0);
     }
 }

@@ -135,7 +135,9 @@ pub fn run(spec: WorkerSpec) -> io::Result<ThreadResult> {
     // Back to back: sleeps end on replies, not timers; precise is cheap.
     // A thread wakes once per train.
     let per_thread = spec.cfg.rate.map_or(0, |r| {
-        r / u64::from(spec.cfg.threads) / u64::from(spec.cfg.train.max(1))
+        r / u64::from(spec.cfg.shard.count)
+            / u64::from(spec.cfg.threads)
+            / u64::from(spec.cfg.train.max(1))
     });
     let slack = timer_slack_ns(per_thread);
     let mut w = Worker::new(spec);

@@ -92,7 +92,14 @@ impl fmt::Display for Report {
             )?;
         }
         match self.rate_requested {
-            Some(r) => writeln!(f, "  Rate asked:         {r} pkt/s ({})", self.pacing)?,
+            Some(r) => match (&self.shard, self.rate_global) {
+                (Some(sh), Some(g)) => writeln!(
+                    f,
+                    "  Rate asked:         {r:.3} pkt/s ({}; shard {sh} of {g} pkt/s)",
+                    self.pacing
+                )?,
+                _ => writeln!(f, "  Rate asked:         {r} pkt/s ({})", self.pacing)?,
+            },
             None => writeln!(
                 f,
                 "  Rate asked:         none (back_to_back: next packet as soon as the echo arrives)"

@@ -128,6 +128,7 @@ mod tests {
             train: 1,
             warmup_ns: 0,
             duration_ns: 1_000_000_000,
+            shard: crate::schedule::Shard::WHOLE,
         };
         // Echo 5 ms late for a 2 ms slot: the next slot stays on schedule.
         assert_eq!(next_ready_ns(&s, 10_000_000, 15_000_000), 12_000_000);

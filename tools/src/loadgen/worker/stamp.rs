@@ -164,6 +164,7 @@ mod tests {
             train: 1,
             warmup_ns: 2_000_000,
             duration_ns: 1_000_000_000,
+            shard: crate::schedule::Shard::WHOLE,
         }
     }
 
