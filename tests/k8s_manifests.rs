@@ -7,9 +7,7 @@ mod util;
 
 use std::collections::BTreeMap;
 
-use util::k8s::{
-    container_runs, flags, help_of, in_help, manifests, of_kind, pending, strings, Doc, IMAGE,
-};
+use util::k8s::{container_runs, flags, help_of, in_help, manifests, of_kind, strings, Doc, IMAGE};
 
 #[test]
 fn every_document_is_a_kubernetes_object_with_containers_of_our_image() {
@@ -87,7 +85,6 @@ fn every_flag_given_to_our_binaries_is_in_their_help() {
     let mut helps: BTreeMap<String, String> = BTreeMap::new();
     let mut checked: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
-    let mut pending_used = Vec::new();
     for d in manifests() {
         for c in d.containers() {
             let (at, runs) = container_runs(&d, c);
@@ -97,28 +94,17 @@ fn every_flag_given_to_our_binaries_is_in_their_help() {
                     .or_insert_with(|| help_of(&run.bin));
                 for flag in flags(&run.tokens) {
                     *checked.entry(run.bin.clone()).or_default() += 1;
-                    let known = in_help(help, &flag);
-                    let excuse = pending(&run.bin, &flag);
-                    match (known, excuse) {
-                        (true, None) => {}
-                        (true, Some(_)) => failures.push(format!(
-                            "{at}: `{} {flag}` is in --help now: delete its PENDING_FLAGS entry",
-                            run.bin
-                        )),
-                        (false, Some(why)) => pending_used.push(format!("{flag} ({why})")),
-                        (false, None) => failures.push(format!(
+                    if !in_help(help, &flag) {
+                        failures.push(format!(
                             "{at}: `{}` has no flag {flag} (not in `{} --help`)",
                             run.bin, run.bin
-                        )),
+                        ));
                     }
                 }
             }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    if !pending_used.is_empty() {
-        eprintln!("not checked, {}", pending_used.join(", "));
-    }
     // Each binary is really run somewhere, with flags.
     for bin in ["server", "client", "loadgen", "loadgen merge"] {
         assert!(

@@ -13,10 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use util::k8s::{
-    command_of, container_runs, help_of, in_help, invocations, manifests, of_kind, pending,
-    strings, Doc,
-};
+use util::k8s::{command_of, container_runs, invocations, manifests, of_kind, strings, Doc};
 use util::{assert_loadgen_consistent, wait_bounded, ServerProc, GUARD, LOADGEN_GUARD};
 
 /// The word after `flag` in `tokens`.
@@ -218,7 +215,7 @@ fn every_loadgen_shard_runs_as_its_job_says_and_the_merge_job_merges_them() {
     std::fs::create_dir_all(&dir).unwrap();
     let srv = ServerProc::start(&["--threads", "2", "--reuseport"]);
     // Loopback and a light load: the command's shape is under test, not speed.
-    let mut words = with_values(
+    let words = with_values(
         &words,
         &[
             ("--target", &srv.addr.to_string()),
@@ -227,15 +224,9 @@ fn every_loadgen_shard_runs_as_its_job_says_and_the_merge_job_merges_them() {
         ],
         &at,
     );
-    let shard_pending =
-        !in_help(&help_of("loadgen"), "--shard") && pending("loadgen", "--shard").is_some();
-    if shard_pending {
-        // Until the shard branch lands each index runs the whole schedule.
-        let s = words.iter().position(|t| t == "--shard").unwrap();
-        words.drain(s..s + 2);
-    }
     let report = redirect_target(&words, &at);
     let hlog = value_of(&words, "--hlog").expect("--hlog");
+    let (mut sent, mut received) = (0, 0);
     let mut children = Vec::new();
     for i in 0..n {
         let index = i.to_string();
@@ -253,6 +244,9 @@ fn every_loadgen_shard_runs_as_its_job_says_and_the_merge_job_merges_them() {
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap())
             .unwrap_or_else(|e| panic!("{}: not JSON: {e}", out.display()));
         assert_loadgen_consistent(&json);
+        assert_eq!(json["shard"], format!("{index}/{n}"), "{at}");
+        sent += json["sent"].as_u64().unwrap();
+        received += json["received"].as_u64().unwrap();
         let hlog = in_dir(&hlog);
         let len = std::fs::metadata(&hlog).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{}: empty or missing", hlog.display());
@@ -263,13 +257,8 @@ fn every_loadgen_shard_runs_as_its_job_says_and_the_merge_job_merges_them() {
         .iter()
         .find(|j| j.name() == "loadgen-merge")
         .expect("Job loadgen-merge");
-    let (mat, mut words) = script_of(merge_job);
+    let (mat, words) = script_of(merge_job);
     let merged = redirect_target(&words, &mat);
-    if shard_pending {
-        // This tree's merge reads interval logs only: JSON reports come with
-        // the shard branch. The redirect target stays.
-        words.retain(|w| !w.ends_with(".json") || *w == merged);
-    }
     let res = sh(&words, "", &dir).output().unwrap();
     assert!(
         res.status.success(),
@@ -284,12 +273,14 @@ fn every_loadgen_shard_runs_as_its_job_says_and_the_merge_job_merges_them() {
         json.as_object().is_some_and(|o| !o.is_empty()),
         "{mat}: {json}"
     );
-    if shard_pending {
-        assert!(
-            json["total_count"].as_u64().unwrap_or(0) > 0,
-            "{mat}: {json}"
-        );
-    }
+    // One report of the N shards: the sums, latency from the summed hlogs.
+    assert_eq!(json["shards"].as_u64(), Some(n as u64), "{mat}: {json}");
+    assert_eq!(json["sent"].as_u64(), Some(sent), "{mat}: {json}");
+    assert_eq!(json["received"].as_u64(), Some(received), "{mat}: {json}");
+    assert!(
+        json["latency_us"]["p50"].as_f64().is_some(),
+        "{mat}: {json}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -7,16 +7,6 @@ use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-/// Flags the manifests use that this tree's binaries do not have yet, each
-/// provided by another branch. An entry only excuses its flag while the flag
-/// is missing from `--help`: once it arrives the test fails on the stale
-/// entry, so the merger deletes it.
-pub const PENDING_FLAGS: &[(&str, &str, &str)] = &[(
-    "loadgen",
-    "--shard",
-    "pending: provided by the shard branch",
-)];
-
 /// Our binaries, by the name a manifest calls them (any directory).
 pub const BINS: &[&str] = &["server", "client", "loadgen"];
 
@@ -221,14 +211,6 @@ pub fn help_of(bin: &str) -> String {
     let out = command_of(bin).arg("--help").output().unwrap();
     assert!(out.status.success(), "{bin} --help failed: {out:?}");
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Why `bin`'s `flag` may be missing from its `--help` (PENDING_FLAGS).
-pub fn pending(bin: &str, flag: &str) -> Option<&'static str> {
-    PENDING_FLAGS
-        .iter()
-        .find(|(b, f, _)| *b == bin && *f == flag)
-        .map(|(_, _, why)| *why)
 }
 
 /// Whether `help` defines `flag`: a line of its option list that starts
