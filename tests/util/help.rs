@@ -12,24 +12,30 @@ pub fn help_flags(bin: &str) -> BTreeSet<String> {
         .output()
         .expect("run --help");
     assert!(out.status.success(), "{bin} --help failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // Only the option list's own entries ("  -p, --port <PORT>", "      --json"),
-    // not flags of other tools that a description mentions.
-    let flags: BTreeSet<String> = text
-        .lines()
-        .filter_map(|l| {
-            let l = l.trim_start();
-            let l = match l.as_bytes() {
-                [b'-', c, b',', b' ', ..] if c.is_ascii_alphanumeric() => &l[4..],
-                _ => l,
-            };
-            l.starts_with("--")
-                .then(|| flags_in(l.split_whitespace().next()?).pop_first())?
-        })
-        .collect();
+    listed_flags(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The flags a `--help` text's option list defines: each entry's long flag
+/// and its short one (`  -p, --port <PORT>` gives `--port` and `-p`), not
+/// flags of other tools that a description mentions.
+pub fn listed_flags(text: &str) -> BTreeSet<String> {
+    let mut flags = BTreeSet::new();
+    for l in text.lines() {
+        let mut l = l.trim_start();
+        if let [b'-', c, b',', b' ', ..] = l.as_bytes() {
+            if c.is_ascii_alphanumeric() {
+                flags.insert(l[..2].to_string());
+                l = &l[4..];
+            }
+        }
+        if l.starts_with("--") {
+            let name = l.split_whitespace().next().unwrap_or("");
+            flags.extend(flags_in(name).pop_first());
+        }
+    }
     assert!(
         flags.contains("--help"),
-        "{bin} --help lists no --help: {text}"
+        "the help text lists no --help: {text}"
     );
     flags
 }

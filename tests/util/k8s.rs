@@ -213,20 +213,6 @@ pub fn help_of(bin: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Whether `help` defines `flag`: a line of its option list that starts
-/// with it (`--hlog <FILE>`, `-c, --count <N>`, `--json`), not a mention in
-/// another option's text, nor a longer flag (`--hlog-interval`).
-pub fn in_help(help: &str, flag: &str) -> bool {
-    help.lines().any(|line| {
-        let line = line.trim_start();
-        let names = line.split("  ").next().unwrap_or("");
-        names
-            .split([',', ' ', '='])
-            .take_while(|w| w.is_empty() || w.starts_with('-'))
-            .any(|w| w == flag)
-    })
-}
-
 /// The documents of one kind.
 pub fn of_kind<'a>(docs: &'a [Doc], kind: &str) -> Vec<&'a Doc> {
     docs.iter().filter(|d| d.kind() == kind).collect()
